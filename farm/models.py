@@ -64,7 +64,7 @@ class RunParams(_Dictable):
 
 @dataclass(frozen=True, slots=True)
 class Preprocess(_Dictable):
-    """How calibration images become model input. Each field is a classic PC-vs-phone accuracy trap."""
+    """How calibration images become model input; each field is a classic PC-vs-phone trap."""
 
     resize: str = "bilinear"
     center_crop: float = 1.0  # fraction of the shorter side kept before resizing; 1.0 = no crop
@@ -93,7 +93,7 @@ class CalibrationSpec(_Dictable):
 
 @dataclass(frozen=True, slots=True)
 class ModelSource(_Dictable):
-    """Where a model comes from: a .tflite, a SavedModel dir, a .keras file or a Keras architecture."""
+    """Where a model comes from: .tflite, SavedModel dir, .keras file or Keras architecture."""
 
     name: str
     kind: str  # one of MODEL_KINDS
@@ -127,7 +127,8 @@ class DelegateSpec(_Dictable):
     """A delegate as data: benchmark_model flags plus where it applies."""
 
     name: str
-    provider: str  # the name benchmark_model prints: XNNPACK, GPU, NNAPI, Hexagon, EXTERNAL, "" for CPU
+    # provider: the name benchmark_model prints (XNNPACK, GPU, NNAPI, Hexagon, EXTERNAL); "" = CPU
+    provider: str
     description: str = ""
     flags: tuple[str, ...] = ()
     quantizations: tuple[str, ...] = QUANTIZATIONS

@@ -74,7 +74,8 @@ class DeviceInfo:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         d = asdict(self)
-        d["clusters"] = [{"cpus": list(c.cpus), "max_freq_khz": c.max_freq_khz} for c in self.clusters]
+        d["clusters"] = [{"cpus": list(c.cpus), "max_freq_khz": c.max_freq_khz}
+                         for c in self.clusters]
         d["abis"] = list(self.abis)
         d["thermal_zones"] = list(self.thermal_zones)
         d["extra"] = dict(self.extra)
@@ -98,6 +99,7 @@ class Device(Protocol):
     """What farm needs from anything it benchmarks on."""
 
     serial: str
+    workdir: str  # where farm keeps its files on the device (models, binaries)
 
     def info(self) -> DeviceInfo:
         """Collect the device's facts."""

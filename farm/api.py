@@ -1,0 +1,372 @@
+"""Public entry points. The CLI and the tests both call these; nothing here prints.
+
+`load_plan` reads and validates the configs, `run_plan` builds variants, plans, runs and
+reports, `render_report` regenerates a report from the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import platform
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from farm import __version__, config, plan
+from farm.devices import Device, DeviceInfo
+from farm.devices.local import LocalDevice, file_sha256, host_abi
+from farm.errors import ConfigError, FarmError, StoreError
+from farm.models import Case, DelegateSpec, ModelVariant, Sweep
+from farm.runner import BinarySpec, DeviceTarget, Event, RunStats
+from farm.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = Path("reports/farm.sqlite")
+DEFAULT_REPORTS = Path("reports")
+
+
+def default_cache_dir() -> Path:
+    """Where converted variants and the host work dir live ($FARM_CACHE or ~/.cache/farm)."""
+    env = os.environ.get("FARM_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "farm"
+
+
+def project_root() -> Path:
+    """The directory holding delegates/ and vendor/ (the checkout, or the current directory)."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / "delegates").is_dir():
+        return here
+    return Path.cwd()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Validated configuration, ready to run."""
+
+    sweep: Sweep
+    fleet: config.Fleet
+    delegates: Mapping[str, DelegateSpec]
+
+
+def load_plan(matrix: Path, *, devices_file: Path | None = None,
+              delegates_dir: Path | None = None) -> Plan:
+    """Read and validate sweep.yaml, devices.yaml and delegates/*.yaml."""
+    root = project_root()
+    delegates = config.load_delegates(delegates_dir or root / "delegates")
+    sweep = config.load_sweep(Path(matrix), delegates)
+    dev_file = devices_file or root / "devices.yaml"
+    fleet = (config.load_fleet(dev_file, list(delegates)) if dev_file.exists()
+             else config.Fleet(source_file="(default)"))
+    return Plan(sweep=sweep, fleet=fleet, delegates=delegates)
+
+
+# ----------------------------------------------------------------------------- devices
+
+def host_binary(vendor_dir: Path | None = None) -> BinarySpec:
+    """A real benchmark_model for the host if one is installed, else farm's LiteRT runner."""
+    vendor_dir = vendor_dir or project_root() / "vendor" / "benchmark_model"
+    real = vendor_dir / host_abi() / "benchmark_model"
+    if real.is_file() and os.access(real, os.X_OK):
+        return BinarySpec(sha256=file_sha256(real), label=f"benchmark_model ({real})",
+                          argv_prefix=(str(real),))
+    import farm.bmformat
+    import farm.hostbench
+
+    h = hashlib.sha256()
+    for mod in (farm.hostbench, farm.bmformat):
+        h.update(Path(str(mod.__file__)).read_bytes())
+    h.update(_version("ai-edge-litert").encode())
+    return BinarySpec(sha256=h.hexdigest(),
+                      label=f"farm hostbench (LiteRT {_version('ai-edge-litert')})",
+                      argv_prefix=(sys.executable, "-m", "farm.hostbench"))
+
+
+def discover_devices(fleet: config.Fleet, *, workdir: Path) -> list[tuple[Device, DeviceInfo]]:
+    """Devices to benchmark on: phones over adb, and the host when configured or none found."""
+    found: list[tuple[Device, DeviceInfo]] = []
+    try:
+        from farm.devices import adb
+    except ImportError:
+        adb = None  # type: ignore[assignment]
+    if adb is not None and fleet.host != "always":
+        found.extend(adb.discover(fleet))
+    if fleet.host == "always" or (fleet.host == "auto" and not found):
+        local = LocalDevice(workdir / "host")
+        found.append((local, local.info()))
+    return found
+
+
+def tier_of(info: DeviceInfo, fleet: config.Fleet) -> str:
+    """The first tier whose rule the device satisfies ("" if none)."""
+    from fnmatch import fnmatchcase
+
+    for t in fleet.tiers:
+        if info.serial in t.serials:
+            return t.name
+        if t.serials and not (t.models or t.socs or t.min_ram_mb or t.max_ram_mb
+                              or t.min_sdk or t.max_sdk):
+            continue
+        if t.models and not any(fnmatchcase(info.model, p) for p in t.models):
+            continue
+        if t.socs and not any(fnmatchcase(info.soc, p) for p in t.socs):
+            continue
+        ram, sdk = info.ram_mb, info.sdk
+        if t.min_ram_mb is not None and (ram is None or ram < t.min_ram_mb):
+            continue
+        if t.max_ram_mb is not None and (ram is None or ram > t.max_ram_mb):
+            continue
+        if t.min_sdk is not None and (sdk is None or sdk < t.min_sdk):
+            continue
+        if t.max_sdk is not None and (sdk is None or sdk > t.max_sdk):
+            continue
+        if info.kind == "local" and not (t.models or t.socs or t.serials):
+            continue  # tiers describe phones; the host only joins one by name
+        return t.name
+    return ""
+
+
+# ----------------------------------------------------------------------------- variants
+
+def build_variants(sweep: Sweep, *, cache_dir: Path,
+                   on_event: Callable[[Any], None] | None = None) -> list[ModelVariant]:
+    """Convert every model × quantization (cached; TF runs in a child process only)."""
+    from farm.variants import build_variants as _build
+
+    return _build(sweep.models, sweep.quantizations, calibration=sweep.calibration,
+                  cache_dir=cache_dir / "variants", on_event=on_event)
+
+
+def calibration_label(sweep: Sweep) -> str:
+    """How int8/int16x8 variants were calibrated, for provenance and the report."""
+    cal = sweep.calibration
+    if cal is None:
+        return ""
+    if cal.kind == "random":
+        return f"random (explicit), {cal.num_samples} samples, seed {cal.seed}"
+    if cal.kind == "npy":
+        return f"npy:{cal.path} ({cal.num_samples} samples)"
+    p = cal.preprocess
+    return (f"images:{cal.path} ({cal.num_samples} samples; resize {p.resize}, centre crop "
+            f"{p.center_crop:g}, {p.channel_order}, mean {list(p.mean)}, std {list(p.std)})")
+
+
+# ----------------------------------------------------------------------------- runs
+
+@dataclass
+class RunResult:
+    """The outcome of `run_plan`."""
+
+    run_id: str
+    db: Path
+    report: Path | None
+    stats: RunStats
+    cases: int = 0
+    devices: list[DeviceInfo] = field(default_factory=list)
+
+
+def new_run_id() -> str:
+    """Sortable and unique: 20261121-093012-1a2b."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def _git_sha(where: Path) -> str:
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                           text=True, timeout=5, check=False)
+        return r.stdout.strip() if r.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def run_plan(p: Plan, *, db: Path = DEFAULT_DB, out_dir: Path = DEFAULT_REPORTS,
+             repeats: int | None = None, device_patterns: Sequence[str] = (),
+             resume: str | None = None, cache_dir: Path | None = None,
+             on_event: Callable[[Event], None] | None = None, report: bool = True,
+             stop: threading.Event | None = None,
+             devices: Sequence[tuple[Device, DeviceInfo]] | None = None) -> RunResult:
+    """Build variants, plan the matrix, run it on every device, store and report."""
+    from farm import runner
+
+    on_event = on_event or (lambda e: None)
+    cache_dir = cache_dir or default_cache_dir()
+    sweep = p.sweep
+    if repeats is not None:
+        if not 1 <= repeats <= config.MAX_REPEATS:
+            raise ConfigError(f"--repeats: {repeats} is out of range; allowed: 1.."
+                              f"{config.MAX_REPEATS}")
+        sweep = replace(sweep, repeats=repeats)
+    if device_patterns:
+        sweep = replace(sweep, devices=tuple(device_patterns))
+    store = Store(db)
+    try:
+        if resume:
+            run_id = store.resolve_run(resume)
+            old = store.run(run_id)
+            if old["sweep_sha256"] != sweep.source_sha256:
+                raise StoreError(f"run {run_id} was made from a different {sweep.source_file} "
+                                 f"(sha256 {str(old['sweep_sha256'])[:12]}…); resume needs the "
+                                 "same sweep file")
+            sweep = replace(sweep, repeats=int(old["repeats"]), seed=int(old["seed"]))
+            store.update_run(run_id, status="running", ended_at=None)
+        else:
+            run_id = new_run_id()
+        found = list(devices) if devices is not None else discover_devices(
+            p.fleet, workdir=cache_dir)
+        found = [(d, i) for d, i in found if plan.device_matches(i, sweep.devices)]
+        if not found:
+            raise FarmError("no device matches the sweep's device filter "
+                            f"{list(sweep.devices)}; see `farm devices`")
+        if not resume:
+            store.start_run(
+                run_id, sweep_file=str(sweep.source_file), sweep_sha256=sweep.source_sha256,
+                sweep_json=_json(sweep.to_dict()), farm_version=__version__,
+                tf_version=_version("tensorflow"), litert_version=_version("ai-edge-litert"),
+                host=f"{socket.gethostname()} ({platform.platform()})",
+                git_sha=_git_sha(Path(sweep.source_file).resolve().parent),
+                calibration=calibration_label(sweep), seed=sweep.seed, repeats=sweep.repeats)
+        variants = build_variants(sweep, cache_dir=cache_dir, on_event=on_event)
+        for v in variants:
+            store.add_variant(run_id, v.to_dict())
+        vmap = {(v.model, v.quantization): v for v in variants}
+        targets = []
+        for dev, info in found:
+            binary = host_binary() if info.kind == "local" else _phone_binary(info)
+            tier = tier_of(info, p.fleet)
+            store.add_device(run_id, {**info.to_dict(), "label": info.label}, tier=tier)
+            targets.append(DeviceTarget(
+                device=dev, info=info, binary=binary, tier=tier,
+                cooldown_delta_c=sweep.cooldown_delta_c,
+                cooldown_timeout_s=sweep.cooldown_timeout_s))
+        planned = plan.expand(sweep, [t.info for t in targets], p.delegates, vmap,
+                              binary_sha256={t.info.serial: t.binary.sha256 for t in targets})
+        store.add_cases(run_id, [{**pc.case.to_dict(), "skip_reason": pc.skip_reason}
+                                 for pc in planned])
+        runnable: list[Case] = [pc.case for pc in planned if not pc.skip_reason]
+        order = plan.schedule(runnable, sweep.repeats, sweep.seed)
+        stats = RunStats()
+        try:
+            stats = runner.run(targets, planned, order, run_id=run_id, store=store,
+                               params=sweep.params, delegates=p.delegates, variants=vmap,
+                               on_event=on_event, stop=stop)
+        except KeyboardInterrupt:
+            store.update_run(run_id, status="interrupted", ended_at=_now())
+            raise
+        store.update_run(run_id, status="interrupted" if stats.interrupted else "finished",
+                         ended_at=_now())
+        report_path = render_report(store, run_id, out_dir) if report else None
+        return RunResult(run_id=run_id, db=Path(db), report=report_path, stats=stats,
+                         cases=len(planned), devices=[t.info for t in targets])
+    finally:
+        store.close()
+
+
+def _phone_binary(info: DeviceInfo) -> BinarySpec:
+    from farm.vendor import pick_binary
+
+    b = pick_binary(info.abis, project_root() / "vendor" / "benchmark_model")
+    return BinarySpec(sha256=b.sha256, label=f"benchmark_model {b.version} ({b.abi})",
+                      local_path=Path(b.path))
+
+
+def _now() -> str:
+    from farm.store import now_iso
+
+    return now_iso()
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+# ----------------------------------------------------------------------------- reading
+
+def open_store(db: Path, *, must_exist: bool = True) -> Store:
+    """Open the results database; a clear error if it is missing."""
+    if must_exist and not Path(db).exists():
+        raise StoreError(f"{db}: no results database yet; run `farm run --matrix sweep.yaml` "
+                         "first or pass --db")
+    return Store(db)
+
+
+def render_report(store_or_db: Store | Path, run_ref: str, out_dir: Path = DEFAULT_REPORTS
+                  ) -> Path:
+    """(Re)generate reports/<run-id>/index.html, summary.csv and samples.csv from the store."""
+    from farm.report import ReportData
+    from farm.report import render_report as _render
+
+    store = store_or_db if isinstance(store_or_db, Store) else open_store(store_or_db)
+    try:
+        run_id = store.resolve_run(run_ref)
+        data = ReportData(run=store.run(run_id), devices=store.devices(run_id),
+                          variants=store.variants_frame(run_id),
+                          samples=store.load_samples(run_id))
+        return Path(_render(data, Path(out_dir) / run_id))
+    finally:
+        if store is not store_or_db:
+            store.close()
+
+
+def list_runs(db: Path) -> list[dict[str, Any]]:
+    """Every run in the store, newest first."""
+    with open_store(db) as store:
+        return store.runs()
+
+
+def load_samples(db: Path = DEFAULT_DB, run_id: str | None = None) -> pd.DataFrame:
+    """Samples as a pandas DataFrame (every run, or one run by id/prefix/'last')."""
+    from farm.store import load_samples as _load
+
+    return _load(db, run_id)
+
+
+def parse_files(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Parse benchmark_model output files; one dict per file with the store's key names."""
+    from farm.benchmark_model import parse_output
+
+    out = []
+    for path in paths:
+        try:
+            text = Path(path).read_text(errors="replace")
+        except OSError as e:
+            raise FarmError(f"{path}: cannot read: {e.strerror}") from None
+        out.append({"file": str(path), **parse_output(text).to_dict()})
+    return out
+
+
+def plan_cases(p: Plan, *, cache_dir: Path | None = None,
+               devices: Sequence[tuple[Device, DeviceInfo]] | None = None
+               ) -> list[plan.PlannedCase]:
+    """The cases a run would execute (builds/looks up variants; runs nothing)."""
+    cache_dir = cache_dir or default_cache_dir()
+    found = list(devices) if devices is not None else discover_devices(p.fleet,
+                                                                       workdir=cache_dir)
+    infos = [i for _, i in found]
+    variants = build_variants(p.sweep, cache_dir=cache_dir)
+    vmap = {(v.model, v.quantization): v for v in variants}
+    return plan.expand(p.sweep, infos, p.delegates, vmap)

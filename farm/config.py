@@ -1,0 +1,559 @@
+"""YAML text -> validated, frozen config values (`Sweep`, `Fleet`, `DelegateSpec`).
+
+Reads files, nothing else. Every error is a `ConfigError` that names the file, the key path,
+the bad value and what is allowed; unknown keys are rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from farm.errors import ConfigError
+from farm.models import (
+    CALIBRATION_KINDS,
+    CHANNEL_ORDERS,
+    QUANTIZATIONS,
+    RESIZE_METHODS,
+    CalibrationSpec,
+    DelegateSpec,
+    ModelSource,
+    Preprocess,
+    Rule,
+    RunParams,
+    Sweep,
+)
+
+SCHEMA_VERSION = 1
+MAX_THREADS = 64
+MAX_REPEATS = 1000
+PROVIDERS = ("", "XNNPACK", "GPU", "NNAPI", "Hexagon", "EXTERNAL", "COREML", "STABLE_DELEGATE")
+CAPABILITIES = ("gpu", "nnapi", "hexagon")
+KNOWN_ABIS = ("arm64-v8a", "armeabi-v7a", "x86_64", "x86")
+_MISSING = object()
+
+
+class _Ctx:
+    """Where we are in a file, for error messages."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, path: str, problem: str, allowed: str = "") -> ConfigError:
+        where = f"{self.file}: {path}: " if path else f"{self.file}: "
+        return ConfigError(where + problem + (f"; allowed: {allowed}" if allowed else ""))
+
+
+def _read_yaml(path: Path) -> tuple[Any, str]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML: {where}{problem}") from None
+    return data, hashlib.sha256(raw).hexdigest()
+
+
+def _mapping(ctx: _Ctx, path: str, value: Any, allowed: Sequence[str],
+             required: Sequence[str] = ()) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ctx.fail(path, f"expected a mapping, got {_show(value)}")
+    for key in value:
+        if not isinstance(key, str) or key not in allowed:
+            sub = f"{path}.{key}" if path else str(key)
+            raise ctx.fail(sub, "unknown key", ", ".join(allowed))
+    for key in required:
+        if key not in value:
+            raise ctx.fail(f"{path}.{key}" if path else key, "missing required key")
+    return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _int(ctx: _Ctx, path: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ctx.fail(path, f"expected an integer, got {_show(value)}", f"{lo}..{hi}")
+    if not lo <= value <= hi:
+        raise ctx.fail(path, f"{value} is out of range", f"{lo}..{hi}")
+    return value
+
+
+def _float(ctx: _Ctx, path: str, value: Any, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ctx.fail(path, f"expected a number, got {_show(value)}", f"{lo:g}..{hi:g}")
+    f = float(value)
+    if not math.isfinite(f) or not lo <= f <= hi:
+        raise ctx.fail(path, f"{value} is out of range", f"{lo:g}..{hi:g}")
+    return f
+
+
+def _bool(ctx: _Ctx, path: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ctx.fail(path, f"expected true or false, got {_show(value)}", "true, false")
+    return value
+
+
+def _str(ctx: _Ctx, path: str, value: Any, *, choices: Sequence[str] = (),
+         max_len: int = 4096) -> str:
+    if not isinstance(value, str) or not value:
+        raise ctx.fail(path, f"expected a non-empty string, got {_show(value)}",
+                       ", ".join(choices))
+    if len(value) > max_len:
+        raise ctx.fail(path, f"string longer than {max_len} characters")
+    if "\x00" in value:
+        raise ctx.fail(path, "string contains a NUL byte")
+    if choices and value not in choices:
+        raise ctx.fail(path, f"unknown value {_show(value)}", ", ".join(choices))
+    return value
+
+
+def _list(ctx: _Ctx, path: str, value: Any, item: Callable[[str, Any], Any], *,
+          allow_scalar: bool = True, min_len: int = 0, max_len: int = 10_000) -> tuple[Any, ...]:
+    if allow_scalar and not isinstance(value, list):
+        value = [value]
+    if not isinstance(value, list):
+        raise ctx.fail(path, f"expected a list, got {_show(value)}")
+    if not min_len <= len(value) <= max_len:
+        raise ctx.fail(path, f"expected {min_len}..{max_len} items, got {len(value)}")
+    out = tuple(item(f"{path}[{i}]", v) for i, v in enumerate(value))
+    return out
+
+
+def _unique(ctx: _Ctx, path: str, items: Sequence[Any]) -> None:
+    seen: set[Any] = set()
+    for i, v in enumerate(items):
+        if v in seen:
+            raise ctx.fail(f"{path}[{i}]", f"duplicate value {_show(v)}")
+        seen.add(v)
+
+
+def _check_schema(ctx: _Ctx, data: dict[str, Any]) -> None:
+    version = data.get("schema_version", _MISSING)
+    if version is _MISSING:
+        raise ctx.fail("schema_version", "missing required key", str(SCHEMA_VERSION))
+    if version != SCHEMA_VERSION:
+        raise ctx.fail("schema_version", f"unsupported version {_show(version)}",
+                       str(SCHEMA_VERSION))
+
+
+# --------------------------------------------------------------------------- delegates
+
+_DELEGATE_KEYS = ("schema_version", "name", "provider", "description", "flags",
+                  "quantizations", "abis", "requires", "extra_files")
+
+
+def load_delegate(path: Path) -> DelegateSpec:
+    """Parse one delegates/<name>.yaml."""
+    ctx = _Ctx(str(path))
+    data, _ = _read_yaml(path)
+    data = _mapping(ctx, "", data, _DELEGATE_KEYS, required=("schema_version", "name", "flags"))
+    _check_schema(ctx, data)
+    name = _str(ctx, "name", data["name"], max_len=64)
+    if name != path.stem:
+        raise ctx.fail("name", f"{name!r} differs from the file name", path.stem)
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ctx.fail("name", f"{name!r} has characters other than letters, digits, - and _")
+    provider = data.get("provider", "")
+    if provider != "":
+        provider = _str(ctx, "provider", provider, choices=PROVIDERS[1:])
+
+    def flag(p: str, v: Any) -> str:
+        s = _str(ctx, p, v, max_len=1024)
+        if not s.startswith("--") or "=" not in s:
+            raise ctx.fail(p, f"{s!r} is not a benchmark_model flag", "--name=value")
+        if any(c in s for c in "\n\r"):
+            raise ctx.fail(p, "flag contains a line break")
+        return s
+
+    flags = _list(ctx, "flags", data["flags"], flag, allow_scalar=False)
+    quants = _list(ctx, "quantizations", data.get("quantizations", list(QUANTIZATIONS)),
+                   lambda p, v: _str(ctx, p, v, choices=QUANTIZATIONS))
+    abis = _list(ctx, "abis", data.get("abis", []),
+                 lambda p, v: _str(ctx, p, v, choices=KNOWN_ABIS))
+    requires = _list(ctx, "requires", data.get("requires", []),
+                     lambda p, v: _str(ctx, p, v, choices=CAPABILITIES))
+
+    def extra(p: str, v: Any) -> str:
+        s = _str(ctx, p, v)
+        f = (path.parent / s).resolve()
+        if not f.is_file():
+            raise ctx.fail(p, f"file {s!r} not found (relative to {path.parent})")
+        return str(f)
+
+    extra_files = _list(ctx, "extra_files", data.get("extra_files", []), extra)
+    description = data.get("description", "")
+    if description:
+        description = _str(ctx, "description", description)
+    return DelegateSpec(name=name, provider=provider, description=description, flags=flags,
+                        quantizations=quants, abis=abis, requires=requires,
+                        extra_files=extra_files, source_file=str(path))
+
+
+def load_delegates(directory: Path) -> dict[str, DelegateSpec]:
+    """Every delegates/*.yaml, by name."""
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: delegates directory not found")
+    out = {}
+    for p in sorted(directory.glob("*.yaml")):
+        spec = load_delegate(p)
+        out[spec.name] = spec
+    if not out:
+        raise ConfigError(f"{directory}: no delegate files (*.yaml)")
+    return out
+
+
+# --------------------------------------------------------------------------- sweep
+
+_SWEEP_KEYS = ("schema_version", "name", "models", "quantizations", "delegates", "threads",
+               "repeats", "run", "devices", "include", "exclude", "calibration", "cooldown",
+               "seed")
+_MODEL_KEYS = ("name", "source", "input_shape", "seed", "options")
+_RUN_KEYS = tuple(RunParams.__dataclass_fields__)
+_RULE_KEYS = tuple(Rule.__dataclass_fields__)
+_CAL_KEYS = ("images", "npy", "random", "num_samples", "preprocess", "seed")
+_PRE_KEYS = tuple(Preprocess.__dataclass_fields__)
+_COOLDOWN_KEYS = ("delta_c", "timeout_s")
+
+
+def _model(ctx: _Ctx, path: str, value: Any, base: Path) -> ModelSource:
+    if isinstance(value, str):
+        value = {"source": value}
+    d = _mapping(ctx, path, value, _MODEL_KEYS, required=("source",))
+    source = _str(ctx, f"{path}.source", d["source"])
+    seed = _int(ctx, f"{path}.seed", d.get("seed", 0), 0, 2**31 - 1)
+    options: tuple[tuple[str, Any], ...] = ()
+    if "options" in d:
+        opts = d["options"]
+        if not isinstance(opts, dict) or not all(isinstance(k, str) for k in opts):
+            raise ctx.fail(f"{path}.options", f"expected a mapping, got {_show(opts)}")
+        for k, v in opts.items():
+            if not isinstance(v, str | int | float | bool) or v is None:
+                raise ctx.fail(f"{path}.options.{k}", f"expected a scalar, got {_show(v)}")
+        options = tuple(sorted(opts.items()))
+    input_shape: tuple[int, ...] = ()
+    if "input_shape" in d:
+        input_shape = _list(ctx, f"{path}.input_shape", d["input_shape"],
+                            lambda p, v: _int(ctx, p, v, 1, 16384), allow_scalar=False,
+                            min_len=1, max_len=6)
+    if source.startswith("keras:"):
+        arch = source.split(":", 1)[1]
+        if not arch.isidentifier():
+            raise ctx.fail(f"{path}.source", f"{arch!r} is not a Keras application name",
+                           "e.g. keras:MobileNetV2, keras:MobileNetV3Small, keras:ResNet50")
+        if not input_shape:
+            raise ctx.fail(f"{path}.input_shape", "required for a keras: architecture",
+                           "e.g. [224, 224, 3]")
+        name = d.get("name", arch)
+        return ModelSource(name=_str(ctx, f"{path}.name", name, max_len=128), kind="keras_app",
+                           arch=arch, input_shape=input_shape, seed=seed, options=options)
+    file = (base / source).resolve() if not Path(source).is_absolute() else Path(source)
+    if source.endswith(".tflite"):
+        kind = "tflite"
+    elif source.endswith(".keras"):
+        kind = "keras_file"
+    elif file.is_dir():
+        kind = "saved_model"
+    else:
+        raise ctx.fail(f"{path}.source", f"cannot tell what {source!r} is",
+                       "a .tflite file, a .keras file, a SavedModel directory, keras:<Arch>")
+    if not file.exists():
+        raise ctx.fail(f"{path}.source", f"{kind} {source!r} not found (relative to {base})")
+    if kind == "saved_model" and not (file / "saved_model.pb").is_file():
+        raise ctx.fail(f"{path}.source", f"{source!r} is a directory without saved_model.pb")
+    default_name = file.stem if kind != "saved_model" else file.name
+    name = _str(ctx, f"{path}.name", d.get("name", default_name), max_len=128)
+    return ModelSource(name=name, kind=kind, path=str(file), input_shape=input_shape, seed=seed,
+                       options=options)
+
+
+def _rule(ctx: _Ctx, path: str, value: Any, delegates: Sequence[str],
+          models: Sequence[str]) -> Rule:
+    d = _mapping(ctx, path, value, _RULE_KEYS)
+    if not d:
+        raise ctx.fail(path, "empty rule matches everything", ", ".join(_RULE_KEYS))
+
+    def strs(key: str, choices: Sequence[str] = ()) -> tuple[str, ...]:
+        return _list(ctx, f"{path}.{key}", d.get(key, []),
+                     lambda p, v: _str(ctx, p, v, choices=choices))
+
+    return Rule(model=strs("model", models), quantization=strs("quantization", QUANTIZATIONS),
+                delegate=strs("delegate", delegates),
+                threads=_list(ctx, f"{path}.threads", d.get("threads", []),
+                              lambda p, v: _int(ctx, p, v, 1, MAX_THREADS)),
+                device=strs("device"))
+
+
+def _calibration(ctx: _Ctx, value: Any, base: Path) -> CalibrationSpec:
+    d = _mapping(ctx, "calibration", value, _CAL_KEYS)
+    sources = [k for k in ("images", "npy", "random") if k in d]
+    if len(sources) != 1:
+        raise ctx.fail("calibration", "give exactly one data source",
+                       "images: <dir>, npy: <file.npy>, random: true")
+    kind = sources[0]
+    assert kind in CALIBRATION_KINDS
+    num = _int(ctx, "calibration.num_samples", d.get("num_samples", 100), 1, 100_000)
+    seed = _int(ctx, "calibration.seed", d.get("seed", 0), 0, 2**31 - 1)
+    pre = Preprocess()
+    if "preprocess" in d:
+        if kind != "images":
+            raise ctx.fail("calibration.preprocess", "only applies to images")
+        p = _mapping(ctx, "calibration.preprocess", d["preprocess"], _PRE_KEYS)
+
+        def triple(key: str, lo: float, hi: float) -> tuple[float, ...]:
+            return _list(ctx, f"calibration.preprocess.{key}", p[key],
+                         lambda q, v: _float(ctx, q, v, lo, hi), allow_scalar=False,
+                         min_len=1, max_len=4)
+
+        pre = Preprocess(
+            resize=_str(ctx, "calibration.preprocess.resize", p.get("resize", pre.resize),
+                        choices=RESIZE_METHODS),
+            center_crop=_float(ctx, "calibration.preprocess.center_crop",
+                               p.get("center_crop", pre.center_crop), 0.05, 1.0),
+            channel_order=_str(ctx, "calibration.preprocess.channel_order",
+                               p.get("channel_order", pre.channel_order), choices=CHANNEL_ORDERS),
+            mean=triple("mean", -1e6, 1e6) if "mean" in p else pre.mean,
+            std=triple("std", 1e-9, 1e6) if "std" in p else pre.std,
+        )
+        if len(pre.mean) != len(pre.std):
+            raise ctx.fail("calibration.preprocess", "mean and std need the same length")
+    if kind == "random":
+        if d["random"] is not True:
+            raise ctx.fail("calibration.random", "random calibration must be asked for "
+                           "explicitly with `random: true`", "true")
+        return CalibrationSpec(kind="random", num_samples=num, seed=seed)
+    raw = _str(ctx, f"calibration.{kind}", d[kind])
+    target = (base / raw).resolve() if not Path(raw).is_absolute() else Path(raw)
+    if kind == "images" and not target.is_dir():
+        raise ctx.fail("calibration.images", f"directory {raw!r} not found (relative to {base})")
+    if kind == "npy" and not target.is_file():
+        raise ctx.fail("calibration.npy", f"file {raw!r} not found (relative to {base})")
+    return CalibrationSpec(kind=kind, path=str(target), num_samples=num, preprocess=pre,
+                           seed=seed)
+
+
+def parse_sweep(data: Any, *, file: str, sha256: str, base: Path,
+                delegates: Mapping[str, DelegateSpec]) -> Sweep:
+    """Validate sweep data already read from YAML (pure; `base` resolves relative paths)."""
+    ctx = _Ctx(file)
+    d = _mapping(ctx, "", data, _SWEEP_KEYS, required=("schema_version", "models"))
+    _check_schema(ctx, d)
+    models = _list(ctx, "models", d["models"], lambda p, v: _model(ctx, p, v, base),
+                   allow_scalar=False, min_len=1, max_len=1000)
+    names = [m.name for m in models]
+    for i, n in enumerate(names):
+        if names.index(n) != i:
+            raise ctx.fail(f"models[{i}].name", f"duplicate model name {n!r}",
+                           "give each model a distinct `name`")
+    quants = _list(ctx, "quantizations", d.get("quantizations", ["fp32"]),
+                   lambda p, v: _str(ctx, p, v, choices=QUANTIZATIONS), min_len=1)
+    _unique(ctx, "quantizations", quants)
+    known = sorted(delegates)
+    dels = _list(ctx, "delegates", d.get("delegates", ["xnnpack"]),
+                 lambda p, v: _str(ctx, p, v, choices=known), min_len=1)
+    _unique(ctx, "delegates", dels)
+    threads = _list(ctx, "threads", d.get("threads", [1]),
+                    lambda p, v: _int(ctx, p, v, 1, MAX_THREADS), min_len=1)
+    _unique(ctx, "threads", threads)
+    repeats = _int(ctx, "repeats", d.get("repeats", 3), 1, MAX_REPEATS)
+    run = _mapping(ctx, "run", d.get("run", {}), _RUN_KEYS)
+    dflt = RunParams()
+    params = RunParams(
+        warmup_runs=_int(ctx, "run.warmup_runs", run.get("warmup_runs", dflt.warmup_runs), 0,
+                         100_000),
+        warmup_min_secs=_float(ctx, "run.warmup_min_secs",
+                               run.get("warmup_min_secs", dflt.warmup_min_secs), 0, 3600),
+        num_runs=_int(ctx, "run.num_runs", run.get("num_runs", dflt.num_runs), 1, 1_000_000),
+        min_secs=_float(ctx, "run.min_secs", run.get("min_secs", dflt.min_secs), 0, 3600),
+        max_secs=_float(ctx, "run.max_secs", run.get("max_secs", dflt.max_secs), 0.001, 36000),
+        run_delay_s=_float(ctx, "run.run_delay_s", run.get("run_delay_s", dflt.run_delay_s),
+                           -1, 3600),
+        report_peak_memory=_bool(ctx, "run.report_peak_memory",
+                                 run.get("report_peak_memory", dflt.report_peak_memory)),
+        timeout_s=_float(ctx, "run.timeout_s", run.get("timeout_s", dflt.timeout_s), 1, 86400),
+    )
+    if params.min_secs > params.max_secs:
+        raise ctx.fail("run.min_secs", f"{params.min_secs:g} exceeds run.max_secs "
+                       f"{params.max_secs:g}")
+    devices = _list(ctx, "devices", d.get("devices", []), lambda p, v: _str(ctx, p, v))
+    include = _list(ctx, "include", d.get("include", []),
+                    lambda p, v: _rule(ctx, p, v, known, names), allow_scalar=False)
+    exclude = _list(ctx, "exclude", d.get("exclude", []),
+                    lambda p, v: _rule(ctx, p, v, known, names), allow_scalar=False)
+    calibration = _calibration(ctx, d["calibration"], base) if "calibration" in d else None
+    cool = _mapping(ctx, "cooldown", d.get("cooldown", {}), _COOLDOWN_KEYS)
+    return Sweep(
+        source_file=file, source_sha256=sha256, models=models, quantizations=quants,
+        delegates=dels, threads=threads, repeats=repeats, params=params, devices=devices,
+        include=include, exclude=exclude, calibration=calibration,
+        seed=_int(ctx, "seed", d.get("seed", 0), 0, 2**31 - 1),
+        cooldown_delta_c=_float(ctx, "cooldown.delta_c", cool.get("delta_c", 3.0), 0.1, 50),
+        cooldown_timeout_s=_float(ctx, "cooldown.timeout_s", cool.get("timeout_s", 120.0), 0,
+                                  86400),
+    )
+
+
+def load_sweep(path: Path, delegates: Mapping[str, DelegateSpec]) -> Sweep:
+    """Read and validate a sweep.yaml."""
+    data, sha = _read_yaml(path)
+    return parse_sweep(data, file=str(path), sha256=sha, base=path.parent.resolve(),
+                       delegates=delegates)
+
+
+# --------------------------------------------------------------------------- fleet
+
+@dataclass(frozen=True, slots=True)
+class TierRule:
+    """A device belongs to the tier when every given condition holds (or its serial is listed)."""
+
+    name: str
+    serials: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()  # fnmatch over ro.product.model
+    socs: tuple[str, ...] = ()  # fnmatch over the SoC name
+    min_ram_mb: int | None = None
+    max_ram_mb: int | None = None
+    min_sdk: int | None = None
+    max_sdk: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOverride:
+    """Per-device settings (matched by serial pattern)."""
+
+    pattern: str
+    max_threads: int | None = None
+    cpu_masks: tuple[tuple[int, str], ...] = ()  # (threads, hex mask)
+    cooldown_delta_c: float | None = None
+    cooldown_timeout_s: float | None = None
+    skip_delegates: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Fleet:
+    """A validated devices.yaml."""
+
+    source_file: str
+    host: str = "auto"  # "auto": benchmark the host when no phone is usable; "always"; "never"
+    adb_servers: tuple[str, ...] = ()  # "host:port"
+    serials: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    tiers: tuple[TierRule, ...] = ()
+    overrides: tuple[DeviceOverride, ...] = field(default=())
+
+
+_FLEET_KEYS = ("schema_version", "host", "adb_servers", "select", "tiers", "overrides")
+_SELECT_KEYS = ("serials", "patterns", "models")
+_TIER_KEYS = ("serials", "models", "socs", "min_ram_mb", "max_ram_mb", "min_sdk", "max_sdk")
+_OVERRIDE_KEYS = ("max_threads", "cpu_masks", "cooldown_delta_c", "cooldown_timeout_s",
+                  "skip_delegates")
+
+
+def _server(ctx: _Ctx, path: str, value: Any) -> str:
+    s = _str(ctx, path, value, max_len=300)
+    host, sep, port = s.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ctx.fail(path, f"{s!r} is not host:port", "e.g. 127.0.0.1:5037")
+    if any(c.isspace() for c in host):
+        raise ctx.fail(path, f"{s!r} has white space in the host name")
+    return s
+
+
+def parse_fleet(data: Any, *, file: str, delegates: Sequence[str] = ()) -> Fleet:
+    """Validate devices.yaml data (pure)."""
+    ctx = _Ctx(file)
+    d = _mapping(ctx, "", data, _FLEET_KEYS, required=("schema_version",))
+    _check_schema(ctx, d)
+    host = d.get("host", "auto")
+    if host is True:
+        host = "always"
+    elif host is False:
+        host = "never"
+    host = _str(ctx, "host", host, choices=("auto", "always", "never"))
+    servers = _list(ctx, "adb_servers", d.get("adb_servers", []),
+                    lambda p, v: _server(ctx, p, v))
+    sel = _mapping(ctx, "select", d.get("select", {}), _SELECT_KEYS)
+
+    def strs(p: str, v: Any) -> tuple[str, ...]:
+        return _list(ctx, p, v, lambda q, x: _str(ctx, q, x, max_len=256))
+
+    tiers_raw = d.get("tiers", {})
+    if not isinstance(tiers_raw, dict):
+        raise ctx.fail("tiers", f"expected a mapping of tier name to rule, got {_show(tiers_raw)}")
+    tiers = []
+    for name, rule in tiers_raw.items():
+        p = f"tiers.{name}"
+        r = _mapping(ctx, p, rule, _TIER_KEYS)
+
+        def opt_int(key: str, lo: int, hi: int, r: dict[str, Any] = r, p: str = p) -> int | None:
+            return _int(ctx, f"{p}.{key}", r[key], lo, hi) if key in r else None
+
+        tiers.append(TierRule(
+            name=_str(ctx, p, str(name), max_len=64),
+            serials=strs(f"{p}.serials", r.get("serials", [])),
+            models=strs(f"{p}.models", r.get("models", [])),
+            socs=strs(f"{p}.socs", r.get("socs", [])),
+            min_ram_mb=opt_int("min_ram_mb", 0, 10**7), max_ram_mb=opt_int("max_ram_mb", 0, 10**7),
+            min_sdk=opt_int("min_sdk", 1, 1000), max_sdk=opt_int("max_sdk", 1, 1000)))
+    over_raw = d.get("overrides", {})
+    if not isinstance(over_raw, dict):
+        raise ctx.fail("overrides", f"expected a mapping of serial pattern to settings, "
+                       f"got {_show(over_raw)}")
+    overrides = []
+    for pattern, o in over_raw.items():
+        p = f"overrides.{pattern}"
+        o = _mapping(ctx, p, o, _OVERRIDE_KEYS)
+        masks_raw = o.get("cpu_masks", {})
+        if not isinstance(masks_raw, dict):
+            raise ctx.fail(f"{p}.cpu_masks", "expected a mapping of threads to hex mask")
+        masks = []
+        for t, m in masks_raw.items():
+            _int(ctx, f"{p}.cpu_masks.{t}", t, 1, MAX_THREADS)
+            ms = _str(ctx, f"{p}.cpu_masks.{t}", m, max_len=32)
+            try:
+                int(ms, 16)
+            except ValueError:
+                raise ctx.fail(f"{p}.cpu_masks.{t}", f"{ms!r} is not a hex CPU mask",
+                               "e.g. f0") from None
+            masks.append((t, ms))
+        overrides.append(DeviceOverride(
+            pattern=str(pattern),
+            max_threads=(_int(ctx, f"{p}.max_threads", o["max_threads"], 1, MAX_THREADS)
+                         if "max_threads" in o else None),
+            cpu_masks=tuple(masks),
+            cooldown_delta_c=(_float(ctx, f"{p}.cooldown_delta_c", o["cooldown_delta_c"], 0.1, 50)
+                              if "cooldown_delta_c" in o else None),
+            cooldown_timeout_s=(_float(ctx, f"{p}.cooldown_timeout_s", o["cooldown_timeout_s"],
+                                       0, 86400) if "cooldown_timeout_s" in o else None),
+            skip_delegates=_list(ctx, f"{p}.skip_delegates", o.get("skip_delegates", []),
+                                 lambda q, v: _str(ctx, q, v, choices=list(delegates) or ()))))
+    return Fleet(source_file=file, host=host, adb_servers=servers,
+                 serials=strs("select.serials", sel.get("serials", [])),
+                 patterns=strs("select.patterns", sel.get("patterns", [])),
+                 models=strs("select.models", sel.get("models", [])),
+                 tiers=tuple(tiers), overrides=tuple(overrides))
+
+
+def load_fleet(path: Path, delegates: Sequence[str] = ()) -> Fleet:
+    """Read and validate devices.yaml."""
+    data, _ = _read_yaml(path)
+    return parse_fleet(data, file=str(path), delegates=delegates)
