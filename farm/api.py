@@ -24,14 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 from farm import __version__, config, plan
 from farm.devices import Device, DeviceInfo
-from farm.devices.local import LocalDevice, file_sha256, host_abi
+from farm.devices.local import LocalDevice, host_abi
 from farm.errors import ConfigError, FarmError, StoreError
 from farm.models import Case, DelegateSpec, ModelVariant, Sweep
-from farm.runner import BinarySpec, DeviceTarget, Event, RunStats
 from farm.store import Store
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from farm.runner import BinarySpec, Event
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,18 @@ def load_plan(matrix: Path, *, devices_file: Path | None = None,
 
 def host_binary(vendor_dir: Path | None = None) -> BinarySpec:
     """A real benchmark_model for the host if one is installed, else farm's LiteRT runner."""
+    from farm import vendor
+    from farm.errors import BenchmarkError
+    from farm.runner import BinarySpec
+
     vendor_dir = vendor_dir or project_root() / "vendor" / "benchmark_model"
-    real = vendor_dir / host_abi() / "benchmark_model"
-    if real.is_file() and os.access(real, os.X_OK):
-        return BinarySpec(sha256=file_sha256(real), label=f"benchmark_model ({real})",
-                          argv_prefix=(str(real),))
+    try:
+        real = vendor.pick_binary([host_abi()], vendor_dir)
+    except BenchmarkError:
+        real = None
+    if real is not None and real.sha256:
+        return BinarySpec(sha256=real.sha256, label=f"benchmark_model {real.version} "
+                          f"({real.path})", argv_prefix=(str(real.path),))
     import farm.bmformat
     import farm.hostbench
 
@@ -176,7 +184,7 @@ class RunResult:
     run_id: str
     db: Path
     report: Path | None
-    stats: RunStats
+    stats: Any  # farm.runner.RunStats
     cases: int = 0
     devices: list[DeviceInfo] = field(default_factory=list)
 
@@ -210,6 +218,7 @@ def run_plan(p: Plan, *, db: Path = DEFAULT_DB, out_dir: Path = DEFAULT_REPORTS,
              devices: Sequence[tuple[Device, DeviceInfo]] | None = None) -> RunResult:
     """Build variants, plan the matrix, run it on every device, store and report."""
     from farm import runner
+    from farm.runner import DeviceTarget, RunStats
 
     on_event = on_event or (lambda e: None)
     cache_dir = cache_dir or default_cache_dir()
@@ -285,9 +294,11 @@ def run_plan(p: Plan, *, db: Path = DEFAULT_DB, out_dir: Path = DEFAULT_REPORTS,
 
 
 def _phone_binary(info: DeviceInfo) -> BinarySpec:
+    from farm.runner import BinarySpec
     from farm.vendor import pick_binary
 
     b = pick_binary(info.abis, project_root() / "vendor" / "benchmark_model")
+    assert b.sha256, "pick_binary returns verified binaries only"
     return BinarySpec(sha256=b.sha256, label=f"benchmark_model {b.version} ({b.abi})",
                       local_path=Path(b.path))
 
@@ -370,3 +381,32 @@ def plan_cases(p: Plan, *, cache_dir: Path | None = None,
     variants = build_variants(p.sweep, cache_dir=cache_dir)
     vmap = {(v.model, v.quantization): v for v in variants}
     return plan.expand(p.sweep, infos, p.delegates, vmap)
+
+
+def device_report(devices_file: Path | None = None) -> list[dict[str, Any]]:
+    """Every device on every configured adb server (and the host), with state and reasons."""
+    root = project_root()
+    dev_file = devices_file or root / "devices.yaml"
+    delegates = config.load_delegates(root / "delegates")
+    fleet = (config.load_fleet(dev_file, list(delegates)) if dev_file.exists()
+             else config.Fleet(source_file="(default)"))
+    rows: list[dict[str, Any]] = []
+    try:
+        from farm.devices import adb
+    except ImportError:
+        adb = None  # type: ignore[assignment]
+    if adb is not None:
+        rows.extend(adb.doctor(fleet))
+    usable_phones = any(r["state"] == "device" and not r.get("reason") for r in rows)
+    local = LocalDevice(default_cache_dir() / "host")
+    info = local.info()
+    use_host = fleet.host == "always" or (fleet.host == "auto" and not usable_phones)
+    rows.append({
+        "serial": info.serial, "state": "device" if use_host else "standby",
+        "reason": "" if use_host else "phones present and devices.yaml host: auto",
+        "label": info.label, "tier": tier_of(info, fleet), "simulated": False,
+        "facts": f"{info.cpu_name}, {info.cpu_count} CPUs, {info.ram_mb} MB RAM, "
+                 f"ABI {host_abi()}, sensors: "
+                 f"{', '.join(info.thermal_zones) or 'none'}",
+        "info": info.to_dict(), "binary": host_binary().label})
+    return rows

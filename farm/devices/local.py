@@ -25,10 +25,14 @@ HOST_SERIAL = "host"
 
 
 def host_abi() -> str:
-    """The Android-style ABI name of this machine's CPU."""
-    machine = platform.machine().lower()
-    return {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64-v8a", "arm64": "arm64-v8a",
-            "armv7l": "armeabi-v7a", "i686": "x86", "i386": "x86"}.get(machine, machine)
+    """This machine's ABI in vendor/ naming (linux-x86_64, linux-aarch64, ...)."""
+    from farm import vendor
+    from farm.errors import BenchmarkError
+
+    try:
+        return vendor.host_abi()
+    except BenchmarkError:
+        return f"{platform.system().lower()}-{platform.machine().lower()}"
 
 
 def _cpu_name() -> str:
