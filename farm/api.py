@@ -113,9 +113,9 @@ def discover_devices(fleet: config.Fleet, *, workdir: Path) -> list[tuple[Device
         from farm.devices import adb
     except ImportError:
         adb = None  # type: ignore[assignment]
-    if adb is not None and fleet.host != "always":
+    if adb is not None and fleet.host != "only":
         found.extend(adb.discover(fleet))
-    if fleet.host == "always" or (fleet.host == "auto" and not found):
+    if fleet.host in ("always", "only") or (fleet.host == "auto" and not found):
         local = LocalDevice(workdir / "host")
         found.append((local, local.info()))
     return found
@@ -395,12 +395,12 @@ def device_report(devices_file: Path | None = None) -> list[dict[str, Any]]:
         from farm.devices import adb
     except ImportError:
         adb = None  # type: ignore[assignment]
-    if adb is not None:
+    if adb is not None and fleet.host != "only":
         rows.extend(adb.doctor(fleet))
     usable_phones = any(r["state"] == "device" and not r.get("reason") for r in rows)
     local = LocalDevice(default_cache_dir() / "host")
     info = local.info()
-    use_host = fleet.host == "always" or (fleet.host == "auto" and not usable_phones)
+    use_host = fleet.host in ("always", "only") or (fleet.host == "auto" and not usable_phones)
     rows.append({
         "serial": info.serial, "state": "device" if use_host else "standby",
         "reason": "" if use_host else "phones present and devices.yaml host: auto",

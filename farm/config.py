@@ -452,7 +452,8 @@ class Fleet:
     """A validated devices.yaml."""
 
     source_file: str
-    host: str = "auto"  # "auto": benchmark the host when no phone is usable; "always"; "never"
+    # "auto": the host when no phone is usable; "always": the host too; "never"; "only": no adb
+    host: str = "auto"
     adb_servers: tuple[str, ...] = ()  # "host:port"
     serials: tuple[str, ...] = ()
     patterns: tuple[str, ...] = ()
@@ -488,7 +489,7 @@ def parse_fleet(data: Any, *, file: str, delegates: Sequence[str] = ()) -> Fleet
         host = "always"
     elif host is False:
         host = "never"
-    host = _str(ctx, "host", host, choices=("auto", "always", "never"))
+    host = _str(ctx, "host", host, choices=("auto", "always", "never", "only"))
     servers = _list(ctx, "adb_servers", d.get("adb_servers", []),
                     lambda p, v: _server(ctx, p, v))
     sel = _mapping(ctx, "select", d.get("select", {}), _SELECT_KEYS)

@@ -1,0 +1,357 @@
+"""`AdbDevice`: a phone reached through an adb server, over adbutils. The only adbutils importer.
+
+Every command goes through `shell2` with an explicit timeout (shell v2 where the phone offers
+it, so exit codes and stderr survive); argv elements are quoted with `shlex.quote`, so nothing
+from a config file, a model name or a device property is interpreted by the phone's shell.
+Pushes are skipped when the phone already holds a file with the same sha256.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from farm.devices import CpuCluster, DeviceInfo, ShellResult
+from farm.devices.local import file_sha256
+from farm.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+WORKDIR = "/data/local/tmp/farm"
+DEFAULT_SERVER = "127.0.0.1:5037"
+QUICK_TIMEOUT_S = 30.0
+SIMULATED_PROP = "ro.farm.simulated"
+_GETPROP_RE = re.compile(r"^\[([^\]]+)\]: \[(.*)\]$")
+_SAFE_REMOTE = re.compile(r"^/data/local/tmp/farm(/[A-Za-z0-9._-]+)+$")
+
+
+def parse_getprop(text: str) -> dict[str, str]:
+    """`getprop` output (`[key]: [value]` lines) as a dict (pure)."""
+    props = {}
+    for line in text.splitlines():
+        m = _GETPROP_RE.match(line.strip())
+        if m:
+            props[m.group(1)] = m.group(2)
+    return props
+
+
+def parse_meminfo_mb(text: str) -> int | None:
+    """MemTotal from /proc/meminfo in MB (pure)."""
+    m = re.search(r"^MemTotal:\s+(\d+)\s*kB", text, re.M)
+    return int(m.group(1)) // 1024 if m else None
+
+
+def parse_df_free_kb(text: str) -> int | None:
+    """Available KiB from `df -k PATH` (toybox layout; pure)."""
+    lines = [ln.split() for ln in text.strip().splitlines() if ln.strip()]
+    if len(lines) < 2:
+        return None
+    header, row = lines[0], lines[-1]
+    try:
+        idx = [h.lower() for h in header].index("available")
+    except ValueError:
+        idx = 3
+    try:
+        return int(row[idx])
+    except (ValueError, IndexError):
+        return None
+
+
+def soc_of(props: dict[str, str]) -> str:
+    """The SoC name, from the most specific property a phone sets."""
+    for key in ("ro.soc.model", "ro.board.platform", "ro.hardware"):
+        if props.get(key):
+            return props[key]
+    return ""
+
+
+def check_remote_path(path: str) -> str:
+    """Refuse any remote path outside farm's directory (no '..', no odd characters)."""
+    norm = posixpath.normpath(path)
+    if norm != path or not _SAFE_REMOTE.match(path):
+        raise DeviceError("?", f"path {path!r}", f"outside {WORKDIR} or not a plain path")
+    return path
+
+
+class AdbDevice:
+    """A phone behind an adb server."""
+
+    def __init__(self, client: Any, serial: str, *, server: str = DEFAULT_SERVER,
+                 workdir: str = WORKDIR) -> None:
+        self.serial = serial
+        self.server = server
+        self.workdir = workdir
+        self._client = client
+        self._dev = client.device(serial)
+        self._lock = threading.Lock()
+        self._info: DeviceInfo | None = None
+
+    # ----------------------------------------------------------------- protocol
+
+    def shell(self, argv: Sequence[str], *, timeout_s: float) -> ShellResult:
+        """Run argv on the phone (each element shell-quoted) with a hard timeout."""
+        from adbutils.errors import AdbError, AdbTimeout
+
+        argv = tuple(str(a) for a in argv)
+        cmd = shlex.join(argv)
+        start = time.monotonic()
+        try:
+            r = self._dev.shell2(cmd, timeout=timeout_s, v2=True)
+        except AdbTimeout:
+            self._kill_leftover(argv)
+            return ShellResult(argv, None, "", "", time.monotonic() - start, timed_out=True)
+        except (AdbError, OSError) as e:
+            raise DeviceError(self.serial, f"shell {argv[0]}", str(e) or type(e).__name__
+                              ) from None
+        return ShellResult(argv, r.returncode, r.stdout if r.stderr or r.stdout else r.output,
+                           r.stderr, time.monotonic() - start)
+
+    def read_text(self, remote: str) -> str:
+        """cat a small file."""
+        r = self.shell(["cat", remote], timeout_s=QUICK_TIMEOUT_S)
+        if r.returncode != 0:
+            raise DeviceError(self.serial, f"read {remote}", r.output.strip() or
+                              f"exit {r.returncode}")
+        return r.stdout
+
+    def push(self, local: Path, remote: str) -> int:
+        """Push unless the phone already has identical bytes there; verify after pushing."""
+        from adbutils.errors import AdbError
+
+        check_remote_path(remote)
+        local = Path(local)
+        want = file_sha256(local)
+        if self.remote_sha256(remote) == want:
+            return 0
+        size = local.stat().st_size
+        parent = posixpath.dirname(remote)
+        r = self.shell(["mkdir", "-p", parent], timeout_s=QUICK_TIMEOUT_S)
+        if r.returncode != 0:
+            raise DeviceError(self.serial, f"mkdir {parent}", r.output.strip())
+        free = self.free_kb(parent)
+        if free is not None and free * 1024 < size + (1 << 20):
+            raise DeviceError(self.serial, f"push {local.name}",
+                              f"not enough space in {parent}: {free} KiB free, "
+                              f"{size // 1024} KiB needed")
+        try:
+            self._dev.sync.push(local, remote, mode=0o755)
+        except (AdbError, OSError) as e:
+            raise DeviceError(self.serial, f"push {local.name}",
+                              f"{e} (check free space and permissions in {parent})") from None
+        r = self.shell(["chmod", "755", remote], timeout_s=QUICK_TIMEOUT_S)
+        if r.returncode != 0:
+            raise DeviceError(self.serial, f"chmod {remote}", r.output.strip())
+        got = self.remote_sha256(remote)
+        if got is not None and got != want:
+            raise DeviceError(self.serial, f"push {local.name}",
+                              f"checksum mismatch after push ({got[:12]} != {want[:12]})")
+        return size
+
+    def info(self) -> DeviceInfo:
+        """Facts from getprop, /proc and /sys (collected once, then cached)."""
+        if self._info is not None:
+            return self._info
+        r = self.shell(["getprop"], timeout_s=QUICK_TIMEOUT_S)
+        props = parse_getprop(r.stdout)
+        if not props:
+            raise DeviceError(self.serial, "getprop", r.output.strip()[:200] or "no properties")
+        nproc = self.shell(["nproc"], timeout_s=QUICK_TIMEOUT_S).stdout.strip()
+        cpu_count = int(nproc) if nproc.isdigit() else 0
+        max_khz: dict[int, int] = {}
+        for c in range(cpu_count):
+            try:
+                max_khz[c] = int(self.read_text(
+                    f"/sys/devices/system/cpu/cpu{c}/cpufreq/cpuinfo_max_freq").split()[0])
+            except (DeviceError, ValueError, IndexError):
+                pass
+        groups: dict[int, list[int]] = {}
+        for c, khz in max_khz.items():
+            groups.setdefault(khz, []).append(c)
+        clusters = tuple(CpuCluster(tuple(v), k) for k, v in sorted(groups.items(), reverse=True))
+        try:
+            ram = parse_meminfo_mb(self.read_text("/proc/meminfo"))
+        except DeviceError:
+            ram = None
+        zones = []
+        misses = 0
+        for i in range(256):
+            try:
+                zones.append(self.read_text(f"/sys/class/thermal/thermal_zone{i}/type").strip())
+                misses = 0
+            except DeviceError:
+                misses += 1
+                if misses >= 3:
+                    break
+        sdk_text = props.get("ro.build.version.sdk", "")
+        sdk = int(sdk_text) if sdk_text.isdigit() else None
+        abis = tuple(a for a in props.get("ro.product.cpu.abilist",
+                                          props.get("ro.product.cpu.abi", "")).split(",") if a)
+        simulated = props.get(SIMULATED_PROP) == "1"
+        info = DeviceInfo(
+            serial=self.serial, kind="adb", simulated=simulated,
+            manufacturer=props.get("ro.product.manufacturer", ""),
+            model=props.get("ro.product.model", ""), soc=soc_of(props), abis=abis,
+            android_release=props.get("ro.build.version.release", ""), sdk=sdk,
+            fingerprint=props.get("ro.build.fingerprint", ""), cpu_count=cpu_count,
+            clusters=clusters, ram_mb=ram, thermal_zones=tuple(zones),
+            # No shell command proves a working GPU or NNAPI driver; assume they may exist and
+            # let benchmark_model's own delegate status lines decide, sample by sample.
+            has_gpu=bool(props.get("ro.hardware.egl") or props.get("ro.opengles.version")),
+            has_nnapi=(sdk or 0) >= 27,
+            extra=tuple(sorted({"adb_server": self.server,
+                                "hexagon": props.get("ro.farm.hexagon", "0")}.items())))
+        self._info = info
+        return info
+
+    # ----------------------------------------------------------------- helpers
+
+    def remote_sha256(self, remote: str) -> str | None:
+        """The phone's own sha256sum of a file (md5sum is not comparable; None if missing)."""
+        r = self.shell(["sha256sum", remote], timeout_s=QUICK_TIMEOUT_S * 4)
+        if r.returncode == 0 and r.stdout.strip():
+            token = r.stdout.split()[0]
+            if re.fullmatch(r"[0-9a-f]{64}", token):
+                return token
+        return None
+
+    def free_kb(self, path: str) -> int | None:
+        """Available space under path, from df."""
+        r = self.shell(["df", "-k", path], timeout_s=QUICK_TIMEOUT_S)
+        return parse_df_free_kb(r.stdout) if r.returncode == 0 else None
+
+    def _kill_leftover(self, argv: tuple[str, ...]) -> None:
+        """After a timeout, kill what we started so the phone is free for the next sample."""
+        binary = next((a for a in argv if a.startswith(self.workdir)), "")
+        if not binary:
+            return
+        try:
+            r = self._dev.shell2(shlex.join(["ps", "-A", "-o", "PID,ARGS"]),
+                                 timeout=QUICK_TIMEOUT_S)
+            for line in r.output.splitlines()[1:]:
+                pid, _, args = line.strip().partition(" ")
+                if pid.isdigit() and binary in args:
+                    self._dev.shell2(shlex.join(["kill", "-9", pid]), timeout=QUICK_TIMEOUT_S)
+        except Exception as e:  # noqa: BLE001 - best effort; the sample is already a failure
+            log.warning("%s: could not kill %s after a timeout: %s", self.serial, binary, e)
+
+
+# ----------------------------------------------------------------------------- discovery
+
+def _client(server: str) -> Any:
+    from adbutils import AdbClient
+
+    host, _, port = server.rpartition(":")
+    return AdbClient(host=host, port=int(port), socket_timeout=QUICK_TIMEOUT_S)
+
+
+def ensure_server(server: str) -> bool:
+    """Is the adb server up? Start the local default one with adbutils' adb if not."""
+    import adbutils
+
+    client = _client(server)
+    try:
+        client.server_version()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+        pass
+    host, _, port = server.rpartition(":")
+    if host not in ("127.0.0.1", "localhost") or server != DEFAULT_SERVER:
+        return False
+    try:
+        subprocess.run([adbutils.adb_path(), "-P", port, "start-server"], capture_output=True,
+                       timeout=QUICK_TIMEOUT_S, check=False)
+        client.server_version()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def list_all(servers: Sequence[str]) -> Iterator[tuple[str, Any, str, str]]:
+    """(server, client, serial, state) for every device on every reachable server."""
+    for server in servers:
+        if not ensure_server(server):
+            yield server, None, "", "server unreachable"
+            continue
+        client = _client(server)
+        try:
+            for d in client.list():
+                yield server, client, d.serial, d.state
+        except Exception as e:  # noqa: BLE001
+            yield server, None, "", f"server error: {e}"
+
+
+def selected(serial: str, model: str, fleet: Any) -> bool:
+    """Does devices.yaml's select: section admit this device?"""
+    if not (fleet.serials or fleet.patterns or fleet.models):
+        return True
+    return (serial in fleet.serials or any(fnmatchcase(serial, p) for p in fleet.patterns)
+            or bool(model and any(fnmatchcase(model, p) for p in fleet.models)))
+
+
+def discover(fleet: Any) -> list[tuple[AdbDevice, DeviceInfo]]:
+    """Usable phones (state `device`) on every adb server in devices.yaml."""
+    out = []
+    for server, client, serial, state in list_all(fleet.adb_servers or (DEFAULT_SERVER,)):
+        if client is None or state != "device":
+            continue
+        dev = AdbDevice(client, serial, server=server)
+        try:
+            info = dev.info()
+        except DeviceError as e:
+            log.warning("%s: skipped: %s", serial, e)
+            continue
+        if selected(serial, info.model, fleet):
+            out.append((dev, info))
+    return out
+
+
+def doctor(fleet: Any) -> list[dict[str, Any]]:
+    """Every device on every server, with why it cannot be used (for `farm devices`)."""
+    from farm.errors import BenchmarkError
+    from farm.vendor import pick_binary
+
+    rows: list[dict[str, Any]] = []
+    vendor_dir = Path(__file__).resolve().parents[2] / "vendor" / "benchmark_model"
+    for server, client, serial, state in list_all(fleet.adb_servers or (DEFAULT_SERVER,)):
+        if client is None:
+            if fleet.adb_servers:
+                rows.append({"serial": f"({server})", "state": "unreachable", "reason": state,
+                             "server": server})
+            continue
+        row: dict[str, Any] = {"serial": serial, "state": state, "server": server,
+                               "reason": {"unauthorized": "unauthorized: accept the USB "
+                                          "debugging prompt on the phone",
+                                          "offline": "offline: reconnect the cable or "
+                                          "`adb reconnect`"}.get(state, "")}
+        if state == "device":
+            dev = AdbDevice(client, serial, server=server)
+            try:
+                info = dev.info()
+            except DeviceError as e:
+                row["reason"] = str(e)
+                rows.append(row)
+                continue
+            row.update(label=info.label, simulated=info.simulated, info=info.to_dict(),
+                       facts=f"{info.soc}, {len(info.clusters)} clusters/{info.cpu_count} CPUs,"
+                             f" {info.ram_mb} MB RAM, Android {info.android_release} "
+                             f"(SDK {info.sdk}), ABIs {','.join(info.abis)}")
+            from farm.api import tier_of
+
+            row["tier"] = tier_of(info, fleet)
+            if not selected(serial, info.model, fleet):
+                row["reason"] = "not selected in devices.yaml"
+            try:
+                pick_binary(info.abis, vendor_dir)
+            except BenchmarkError as e:
+                row["reason"] = str(e)
+        rows.append(row)
+    return rows
