@@ -1,0 +1,558 @@
+"""Statistics over the samples frame: per-case summaries, paired quantization speedups, verdicts.
+
+Pure pandas/numpy/scipy: never touches a file, a device or the network.
+
+Measurement model (see shared/METHODOLOGY.md §3.2, §3.6). One *sample* is one benchmark_model
+process and its value is `inference_avg_us`, the mean of that process's timed runs. A *case*
+(device × model × quantization × delegate × threads) has `repeat` samples taken in randomized,
+interleaved *rounds*, so two cases of the same device × model × delegate × threads are paired by
+`round`. Phones are noisy between processes (CV 5–50 %) and n is small (3–10), so every interval
+here is chosen to stay honest at small n, and every result states the confidence it achieved.
+
+Choices, stated once:
+
+- Centre: the median of the per-sample averages. `p90_us` is the 90th percentile (linear
+  interpolation) of the per-sample averages, *not* of the within-process p95; `min_us` is the
+  smallest per-sample average; `cv` is their sample standard deviation (ddof=1) over their mean.
+- Median CI: distribution-free, from order statistics. For sorted x(1..n) the interval
+  [x(l), x(n+1-l)] covers the population median with probability 1 - 2·P(B ≤ l-1),
+  B ~ Binomial(n, 1/2). We pick the narrowest such interval whose coverage is ≥ the asked level
+  and report the coverage it *achieves* (it is ≥ the level, never rounded up). With n ≤ 5 no
+  interval reaches 95 %: we then report [min, max] with its own level (n=3: 75 %, n=4: 87.5 %,
+  n=5: 93.75 %) and flag the case `low_n`. With n < 2 there is no interval (NaN).
+- Tainted samples (set by the runner: throttled, charging changed, ...) are excluded from every
+  statistic and verdict by default, counted in `n_tainted`, and still shown in the report.
+- Speedup of a quantization over the baseline: ratio = median(baseline) / median(variant) over
+  the rounds where both cases have a usable sample (> 1 means the variant is faster). Its CI:
+  * n_pairs < 10: a paired t-interval on the per-round log-ratios, exponentiated. With 3–9 pairs
+    a bootstrap has few distinct resamples and its percentile interval under-covers; the t
+    quantile (4.30 at n=3) widens the interval honestly. It assumes roughly log-normal ratios,
+    which suits latencies (positive, multiplicative noise). Its centre is the geometric mean of
+    the per-round ratios (`geomean_ratio`), reported next to the ratio of medians.
+  * n_pairs ≥ 10: a paired percentile bootstrap over rounds of the ratio of medians
+    (`scipy.stats.bootstrap`, fixed seed, so reports are reproducible).
+  Verdict: "faster" when the whole CI is above 1 and the ratio is at least 1 + `min_effect`;
+  "slower" when the whole CI is below 1 and the ratio is at most 1 / (1 + `min_effect`);
+  otherwise "no clear difference". "not comparable" when a side's delegate did not fully apply
+  (a partial or CPU-fallback number is not that delegate's number), a side has no usable sample,
+  the baseline case does not exist, or there are fewer than 2 pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from farm.models import QUANTIZATIONS
+
+CASE_KEYS: tuple[str, ...] = ("device", "model", "quantization", "delegate", "threads")
+PAIR_KEYS: tuple[str, ...] = ("device", "model", "delegate", "threads")
+
+#: Below this many usable samples a case gets no verdict (the sweep's minimum repeat is 3).
+MIN_N_FOR_VERDICT = 3
+#: Coefficient of variation from which a case's samples are flagged `high_variance` (pyperf).
+HIGH_VARIANCE_CV = 0.10
+#: Pairs from which the speedup CI switches from the log-ratio t-interval to the bootstrap.
+MIN_PAIRS_FOR_BOOTSTRAP = 10
+BOOTSTRAP_RESAMPLES = 4999
+
+#: Flags meaning the requested delegate did not run the model (its latency is a CPU number).
+NOT_APPLIED_FLAGS: frozenset[str] = frozenset({"delegate_not_applied", "delegate_failed",
+                                               "cpu_fallback"})
+PARTIAL_FLAGS: frozenset[str] = frozenset({"partial_delegation"})
+
+#: Delegation coverage of a case, from the samples' `delegation` column and flags.
+COVERAGE_FULL = "full"
+COVERAGE_PARTIAL = "partial"
+COVERAGE_NOT_APPLIED = "not applied"
+COVERAGE_NONE_REQUESTED = "n/a"  # no explicit delegate status line: the plain CPU path
+COVERAGE_UNKNOWN = "unknown"  # nothing ran
+#: Coverages under which a latency may be presented as the delegate's number.
+COMPARABLE_COVERAGES: frozenset[str] = frozenset({COVERAGE_FULL, COVERAGE_NONE_REQUESTED})
+
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "device", "device_label", "simulated", "tier", "model", "quantization", "delegate", "threads",
+    "n_samples", "n_ok", "n_failed", "n_skipped", "n_tainted",
+    "median_us", "ci_low_us", "ci_high_us", "ci_level", "ci_method",
+    "p90_us", "min_us", "max_us", "mean_us", "cv",
+    "init_median_us", "first_median_us", "warmup_median_us",
+    "mem_overall_median_mb", "peak_mem_median_mb", "model_size_mb",
+    "delegation_status", "delegation", "delegate_applied", "delegated_nodes", "total_nodes",
+    "flags", "verdict_ok", "verdict_reason", "errors",
+)
+
+SPEEDUP_COLUMNS: tuple[str, ...] = (
+    "device", "device_label", "simulated", "tier", "model", "delegate", "threads",
+    "quantization", "baseline", "n_pairs", "ratio", "ci_low", "ci_high", "ci_level", "ci_method",
+    "geomean_ratio", "verdict", "reason", "baseline_median_us", "variant_median_us",
+    "baseline_cv", "variant_cv", "n_tainted_excluded", "baseline_coverage", "variant_coverage",
+)
+
+FASTEST_COLUMNS: tuple[str, ...] = (
+    "device", "device_label", "simulated", "tier", "model", "quantization", "delegate", "threads",
+    "median_us", "ci_low_us", "ci_high_us", "ci_level", "n_ok", "delegation_status", "flags",
+    "indistinguishable_from", "note",
+)
+
+SCALING_COLUMNS: tuple[str, ...] = (
+    "device", "device_label", "model", "quantization", "delegate", "threads", "median_us",
+    "ci_low_us", "ci_high_us", "ci_level", "verdict_ok", "delegation_status", "base_threads",
+    "speedup_vs_base", "efficiency",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MedianCI:
+    """A distribution-free confidence interval for a median, with the confidence it achieves."""
+
+    low: float
+    high: float
+    level: float  # achieved coverage probability, NaN when there is no interval
+    method: str
+    low_rank: int  # 1-based order statistics used; 0 when there is no interval
+    high_rank: int
+    low_n: bool  # True when the asked level was not attainable with this n
+
+
+@dataclass(frozen=True, slots=True)
+class RatioCI:
+    """A speedup ratio with its confidence interval."""
+
+    ratio: float
+    low: float
+    high: float
+    level: float
+    method: str
+    geomean_ratio: float
+
+
+def median_ci(values: Iterable[float], level: float = 0.95) -> MedianCI:
+    """Order-statistic CI for the median of `values` (NaNs dropped); see the module docstring."""
+    x = np.sort(np.asarray([v for v in values if not _isnan(v)], dtype=float))
+    n = len(x)
+    if n < 2:
+        return MedianCI(math.nan, math.nan, math.nan, "none (n<2)", 0, 0, True)
+    best: tuple[int, float] | None = None
+    for low_rank in range(1, (n + 1) // 2 + 1):
+        coverage = 1.0 - 2.0 * float(stats.binom.cdf(low_rank - 1, n, 0.5))
+        if coverage >= level:
+            best = (low_rank, coverage)  # later ranks are narrower; keep the last that qualifies
+        else:
+            break
+    if best is None:
+        coverage = 1.0 - 2.0 * 0.5**n
+        return MedianCI(float(x[0]), float(x[-1]), coverage,
+                        f"order statistics [min, max] (n={n}: {level:.0%} not attainable)",
+                        1, n, True)
+    low_rank, coverage = best
+    high_rank = n + 1 - low_rank
+    return MedianCI(float(x[low_rank - 1]), float(x[high_rank - 1]), coverage,
+                    f"order statistics [x({low_rank}), x({high_rank})] of n={n}",
+                    low_rank, high_rank, False)
+
+
+def coefficient_of_variation(values: Iterable[float]) -> float:
+    """Sample standard deviation (ddof=1) over the mean; NaN with fewer than 2 values."""
+    x = np.asarray([v for v in values if not _isnan(v)], dtype=float)
+    if len(x) < 2 or float(np.mean(x)) == 0.0:
+        return math.nan
+    return float(np.std(x, ddof=1) / np.mean(x))
+
+
+def stability_flags(sample_avgs: Sequence[float]) -> tuple[str, ...]:
+    """Flags about a case's spread: `high_variance` (CV ≥ 10 %) and `low_n` (no 95 % median CI)."""
+    values = [v for v in sample_avgs if not _isnan(v)]
+    flags: list[str] = []
+    cv = coefficient_of_variation(values)
+    if not math.isnan(cv) and cv >= HIGH_VARIANCE_CV:
+        flags.append("high_variance")
+    if median_ci(values).low_n:
+        flags.append("low_n")
+    return tuple(flags)
+
+
+def summarize(samples: pd.DataFrame, *, exclude_tainted: bool = True,
+              level: float = 0.95) -> pd.DataFrame:
+    """One row per case with median, CI, spread, init/memory, delegation, flags and verdict_ok.
+
+    `n_ok` counts the samples the statistics use: status "ok", a latency, and (by default) not
+    tainted. `n_tainted` counts ok samples that are tainted, whether excluded or not.
+    `verdict_ok` is False when fewer than 3 samples are usable, any sample failed, or the
+    delegate did not apply; `verdict_reason` says why.
+    """
+    df = _normalized(samples)
+    if df.empty:
+        return _empty(SUMMARY_COLUMNS)
+    rows = [_summarize_case(key, group, exclude_tainted, level)
+            for key, group in df.groupby(list(CASE_KEYS), sort=False, dropna=False)]
+    return _sorted(pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)))
+
+
+def speedups(samples: pd.DataFrame, baseline: str = "fp32", *, exclude_tainted: bool = True,
+             level: float = 0.95, min_effect: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """Paired speedup of each quantization over `baseline` per device × model × delegate × threads.
+
+    ratio = baseline median / variant median over the rounds both have (> 1: variant faster).
+    """
+    df = _normalized(samples)
+    if df.empty:
+        return _empty(SPEEDUP_COLUMNS)
+    usable = _usable_mask(df, exclude_tainted)
+    rows: list[dict[str, Any]] = []
+    for key, group in df.groupby(list(PAIR_KEYS), sort=False, dropna=False):
+        by_quant = {str(q): g for q, g in group.groupby("quantization", sort=False)}
+        base = by_quant.get(baseline)
+        for quant, variant in by_quant.items():
+            if quant == baseline:
+                continue
+            rows.append(_speedup_row(dict(zip(PAIR_KEYS, key, strict=True)), baseline, quant,
+                                     base, variant, usable, level, min_effect, seed,
+                                     exclude_tainted))
+    if not rows:
+        return _empty(SPEEDUP_COLUMNS)
+    return _sorted(pd.DataFrame(rows, columns=list(SPEEDUP_COLUMNS)))
+
+
+def fastest(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per model × device, the fastest case with verdict_ok, and the cases it cannot be told from.
+
+    `indistinguishable_from` lists the other verdict_ok cases whose median CI overlaps the
+    fastest's (their order could flip in another run). A model × device with no verdict_ok case
+    gets a row with an empty configuration and a `note` saying why.
+    """
+    if summary.empty:
+        return _empty(FASTEST_COLUMNS)
+    rows: list[dict[str, Any]] = []
+    for (device, model), group in summary.groupby(["device", "model"], sort=False):
+        first = group.iloc[0]
+        base = {"device": device, "device_label": first["device_label"],
+                "simulated": first["simulated"], "tier": first["tier"], "model": model}
+        valid = group[group["verdict_ok"].astype(bool) & group["median_us"].notna()]
+        if valid.empty:
+            reasons = sorted({str(r) for r in group["verdict_reason"] if str(r)})
+            rows.append({**base, "quantization": "", "delegate": "", "threads": pd.NA,
+                         "median_us": math.nan, "ci_low_us": math.nan, "ci_high_us": math.nan,
+                         "ci_level": math.nan, "n_ok": 0, "delegation_status": "", "flags": "",
+                         "indistinguishable_from": "",
+                         "note": "no case with a valid verdict: " + "; ".join(reasons)})
+            continue
+        best = valid.loc[valid["median_us"].idxmin()]
+        others = valid.drop(index=best.name)
+        overlap = others[_overlaps(others, best)]
+        rows.append({**base, **{k: best[k] for k in FASTEST_COLUMNS if k in best.index
+                                and k not in base},
+                     "indistinguishable_from": "; ".join(case_label(r) for _, r in
+                                                         overlap.iterrows()),
+                     "note": ("CI overlaps other cases: the order among them is not established"
+                              if len(overlap) else "")})
+    return pd.DataFrame(rows, columns=list(FASTEST_COLUMNS))
+
+
+def thread_scaling(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per device × model × quantization × delegate: latency by threads and speedup vs the fewest.
+
+    speedup_vs_base = median(at the fewest threads) / median(at these threads);
+    efficiency = speedup_vs_base / (threads / base_threads). NaN when a side has no median.
+    """
+    if summary.empty:
+        return _empty(SCALING_COLUMNS)
+    rows: list[dict[str, Any]] = []
+    keys = ["device", "model", "quantization", "delegate"]
+    for _, group in summary.groupby(keys, sort=False):
+        group = group.sort_values("threads")
+        base = group.iloc[0]
+        for _, row in group.iterrows():
+            speedup = _ratio(base["median_us"], row["median_us"])
+            scale = row["threads"] / base["threads"] if base["threads"] else math.nan
+            rows.append({**{k: row[k] for k in SCALING_COLUMNS if k in row.index},
+                         "base_threads": base["threads"], "speedup_vs_base": speedup,
+                         "efficiency": speedup / scale if scale else math.nan})
+    return _sorted(pd.DataFrame(rows, columns=list(SCALING_COLUMNS)))
+
+
+def case_label(row: Any) -> str:
+    """model/quantization/delegate/t<threads>, as `Case.label` spells it."""
+    return f"{row['model']}/{row['quantization']}/{row['delegate']}/t{row['threads']}"
+
+
+def display_label(row: Any) -> str:
+    """`case_label`, marked when the delegate did not apply: never shown as that delegate's."""
+    if row.get("delegation_status") == COVERAGE_NOT_APPLIED:
+        return (f"{row['model']}/{row['quantization']}/{row['delegate']} NOT APPLIED (CPU)"
+                f"/t{row['threads']}")
+    return case_label(row)
+
+
+def split_flags(text: Any) -> tuple[str, ...]:
+    """The comma-separated flags column as a tuple of non-empty names."""
+    if not isinstance(text, str):
+        return ()
+    return tuple(f.strip() for f in text.split(",") if f.strip())
+
+
+# --- internals ---------------------------------------------------------------------------------
+
+_NUMERIC = ("inference_avg_us", "init_us", "first_inference_us", "warmup_avg_us",
+            "mem_overall_mb", "peak_mem_mb", "model_size_mb", "variant_size_bytes",
+            "delegated_nodes", "total_nodes", "round", "threads")
+_TEXT = ("device_label", "tier", "status", "error", "flags", "delegation", "delegate_applied")
+
+
+def _isnan(v: Any) -> bool:
+    try:
+        return v is None or math.isnan(float(v))
+    except (TypeError, ValueError):
+        return True
+
+
+def _empty(columns: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+
+
+def _normalized(samples: pd.DataFrame) -> pd.DataFrame:
+    """A copy with the columns this module reads, with missing ones filled (NaN, "" or False)."""
+    df = samples.reset_index(drop=True).copy()
+    for col in CASE_KEYS:
+        if col not in df.columns:
+            df[col] = pd.Series(dtype=object)
+    for col in _NUMERIC:
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else math.nan
+    for col in _TEXT:
+        df[col] = (df[col].astype(object).where(df[col].notna(), "").astype(str)
+                   if col in df.columns else "")
+    for col in ("tainted", "simulated"):
+        df[col] = df[col].fillna(False).astype(bool) if col in df.columns else False
+    df.loc[df["device_label"] == "", "device_label"] = df["device"].astype(str)
+    df["threads"] = df["threads"].fillna(0).astype(int)
+    return df
+
+
+def _usable_mask(df: pd.DataFrame, exclude_tainted: bool) -> pd.Series:
+    mask = (df["status"] == "ok") & df["inference_avg_us"].notna()
+    if exclude_tainted:
+        mask &= ~df["tainted"]
+    return mask
+
+
+def _median(series: pd.Series) -> float:
+    values = pd.to_numeric(series, errors="coerce").dropna()
+    return float(values.median()) if len(values) else math.nan
+
+
+def _ratio(num: Any, den: Any) -> float:
+    if _isnan(num) or _isnan(den) or float(den) == 0.0:
+        return math.nan
+    return float(num) / float(den)
+
+
+def _coverage(group: pd.DataFrame) -> tuple[str, str]:
+    """Delegation coverage of a case's samples that ran, and a human detail."""
+    ran = group[group["status"] != "skipped"]
+    if ran.empty:
+        return COVERAGE_UNKNOWN, "nothing ran"
+    flags = set().union(*(set(split_flags(f)) for f in ran["flags"]))
+    kinds = ran["delegation"].replace("", "-").value_counts()
+    mix = ", ".join(f"{k}×{v}" for k, v in kinds.items())
+    nodes = ""
+    delegated, total = _median(ran["delegated_nodes"]), _median(ran["total_nodes"])
+    if not math.isnan(delegated) and not math.isnan(total):
+        nodes = f" ({delegated:g}/{total:g} nodes)"
+    if flags & NOT_APPLIED_FLAGS or ran["delegation"].isin(["none", "failed"]).any():
+        why = sorted(flags & NOT_APPLIED_FLAGS) or ["delegation " + mix]
+        return COVERAGE_NOT_APPLIED, "not applied: " + ", ".join(why) + nodes
+    if flags & PARTIAL_FLAGS or (ran["delegation"] == "partial").any():
+        return COVERAGE_PARTIAL, f"partial{nodes}" + ("" if len(kinds) == 1 else f" [{mix}]")
+    if (ran["delegation"] == "full").all():
+        return COVERAGE_FULL, f"full{nodes}"
+    if (ran["delegation"] == "").all():
+        return COVERAGE_NONE_REQUESTED, "no explicit delegate"
+    return COVERAGE_UNKNOWN, f"mixed: {mix}"
+
+
+def _summarize_case(key: Any, group: pd.DataFrame, exclude_tainted: bool,
+                    level: float) -> dict[str, Any]:
+    keys = dict(zip(CASE_KEYS, key, strict=True))
+    statuses = group["status"]
+    ok = group[statuses == "ok"]
+    used = group[_usable_mask(group, exclude_tainted)]
+    avgs = used["inference_avg_us"].astype(float).to_numpy()
+    n_ok, n_failed = len(used), int((statuses == "failed").sum())
+    ci = median_ci(avgs, level)
+    coverage, detail = _coverage(group)
+    # Flags of excluded (tainted) samples stay out of the case's flags: they describe samples the
+    # statistics do not use; the report lists them under flagged samples.
+    kept = group[~(group["tainted"] & (statuses == "ok"))] if exclude_tainted else group
+    sample_flags = set().union(*(set(split_flags(f)) for f in kept["flags"]))
+    all_flags = sorted(sample_flags | set(stability_flags(list(avgs))))
+    reasons: list[str] = []
+    if coverage == COVERAGE_NOT_APPLIED:
+        reasons.append(f"{keys['delegate']} delegate did not apply (the latency is a CPU number)")
+    if n_failed:
+        reasons.append(f"{n_failed} of {len(group)} sample(s) failed")
+    if n_ok < MIN_N_FOR_VERDICT:
+        reasons.append(f"only {n_ok} usable sample(s); at least {MIN_N_FOR_VERDICT} needed")
+    size_mb = _median(used["model_size_mb"]) if n_ok else _median(ok["model_size_mb"])
+    if math.isnan(size_mb):
+        size_mb = _median(group["variant_size_bytes"]) / 1e6
+    errors = sorted({str(e) for e in group.loc[statuses != "ok", "error"] if str(e)})
+    applied = sorted({str(a) for a in ok["delegate_applied"] if str(a)})
+    first = group.iloc[0]
+    return {
+        **keys,
+        "device_label": first["device_label"], "simulated": bool(group["simulated"].any()),
+        "tier": first["tier"],
+        "n_samples": len(group), "n_ok": n_ok, "n_failed": n_failed,
+        "n_skipped": int((statuses == "skipped").sum()),
+        "n_tainted": int(ok["tainted"].sum()),
+        "median_us": float(np.median(avgs)) if n_ok else math.nan,
+        "ci_low_us": ci.low, "ci_high_us": ci.high, "ci_level": ci.level, "ci_method": ci.method,
+        "p90_us": float(np.percentile(avgs, 90)) if n_ok else math.nan,
+        "min_us": float(avgs.min()) if n_ok else math.nan,
+        "max_us": float(avgs.max()) if n_ok else math.nan,
+        "mean_us": float(avgs.mean()) if n_ok else math.nan,
+        "cv": coefficient_of_variation(avgs),
+        "init_median_us": _median(used["init_us"]),
+        "first_median_us": _median(used["first_inference_us"]),
+        "warmup_median_us": _median(used["warmup_avg_us"]),
+        "mem_overall_median_mb": _median(used["mem_overall_mb"]),
+        "peak_mem_median_mb": _median(used["peak_mem_mb"]),
+        "model_size_mb": size_mb,
+        "delegation_status": coverage, "delegation": detail,
+        "delegate_applied": ",".join(applied),
+        "delegated_nodes": _median(group["delegated_nodes"]),
+        "total_nodes": _median(group["total_nodes"]),
+        "flags": ",".join(all_flags),
+        "verdict_ok": not reasons, "verdict_reason": "; ".join(reasons),
+        "errors": " | ".join(errors),
+    }
+
+
+def _per_round(group: pd.DataFrame | None, usable: pd.Series) -> pd.Series:
+    """Median usable latency per round (one sample per round is the norm)."""
+    if group is None:
+        return pd.Series(dtype=float)
+    g = group[usable.loc[group.index]]
+    return g.groupby("round")["inference_avg_us"].median()
+
+
+def _speedup_row(keys: dict[str, Any], baseline: str, quant: str, base: pd.DataFrame | None,
+                 variant: pd.DataFrame, usable: pd.Series, level: float, min_effect: float,
+                 seed: int, exclude_tainted: bool) -> dict[str, Any]:
+    first = variant.iloc[0]
+    base_rounds, var_rounds = _per_round(base, usable), _per_round(variant, usable)
+    paired = pd.concat([base_rounds.rename("b"), var_rounds.rename("v")], axis=1,
+                       join="inner").dropna()
+    base_cov = _coverage(base)[0] if base is not None else COVERAGE_UNKNOWN
+    var_cov = _coverage(variant)[0]
+    tainted = 0
+    if exclude_tainted:
+        for side in (base, variant):
+            if side is not None:
+                tainted += int((side["tainted"] & (side["status"] == "ok")).sum())
+    row: dict[str, Any] = {
+        **keys, "device_label": first["device_label"],
+        "simulated": bool(first["simulated"]), "tier": first["tier"],
+        "quantization": quant, "baseline": baseline, "n_pairs": len(paired),
+        "ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "ci_level": math.nan,
+        "ci_method": "", "geomean_ratio": math.nan,
+        "baseline_median_us": float(base_rounds.median()) if len(base_rounds) else math.nan,
+        "variant_median_us": float(var_rounds.median()) if len(var_rounds) else math.nan,
+        "baseline_cv": coefficient_of_variation(base_rounds),
+        "variant_cv": coefficient_of_variation(var_rounds),
+        "n_tainted_excluded": tainted,
+        "baseline_coverage": base_cov, "variant_coverage": var_cov,
+    }
+    why = _not_comparable(keys["delegate"], baseline, quant, base, base_cov, var_cov,
+                          base_rounds, var_rounds, len(paired))
+    if why:  # no ratio at all: a number here would be read as a verdict
+        return {**row, "verdict": "not comparable", "reason": why}
+    ci = ratio_ci(paired["b"].to_numpy(float), paired["v"].to_numpy(float), level=level,
+                  seed=seed)
+    row.update(ratio=ci.ratio, ci_low=ci.low, ci_high=ci.high, ci_level=ci.level,
+               ci_method=ci.method, geomean_ratio=ci.geomean_ratio)
+    verdict = "no clear difference"
+    if ci.low > 1.0 and ci.ratio >= 1.0 + min_effect:
+        verdict = "faster"
+    elif ci.high < 1.0 and ci.ratio <= 1.0 / (1.0 + min_effect):
+        verdict = "slower"
+    reason = "" if verdict != "no clear difference" else (
+        "the CI includes 1" if ci.low <= 1.0 <= ci.high
+        else f"the effect is below the {min_effect:.0%} minimum")
+    return {**row, "verdict": verdict, "reason": reason}
+
+
+def _not_comparable(delegate: str, baseline: str, quant: str, base: pd.DataFrame | None,
+                    base_cov: str, var_cov: str, base_rounds: pd.Series, var_rounds: pd.Series,
+                    n_pairs: int) -> str:
+    """Why a pair cannot be judged, or "" when it can."""
+    if base is None:
+        return f"no {baseline} case for this device × model × delegate × threads"
+    reasons: list[str] = []
+    for name, cov in ((baseline, base_cov), (quant, var_cov)):
+        if cov not in COMPARABLE_COVERAGES and cov != COVERAGE_UNKNOWN:
+            reasons.append(f"{delegate} delegate {cov} on {name}")
+    for name, rounds in ((baseline, base_rounds), (quant, var_rounds)):
+        if rounds.empty:
+            reasons.append(f"{name} has no usable sample")
+    if not reasons and n_pairs < 2:
+        reasons.append(f"only {n_pairs} paired round(s); at least 2 needed")
+    return "; ".join(reasons)
+
+
+def ratio_ci(base: np.ndarray, variant: np.ndarray, *, level: float = 0.95,
+             seed: int = 0) -> RatioCI:
+    """CI for median(base)/median(variant) from paired samples (same index = same round)."""
+    n = len(base)
+    ratio = float(np.median(base) / np.median(variant))
+    logs = np.log(base) - np.log(variant)
+    geomean = float(np.exp(logs.mean()))
+    if n < 2:
+        return RatioCI(ratio, math.nan, math.nan, math.nan, "none (n<2)", geomean)
+    if n < MIN_PAIRS_FOR_BOOTSTRAP:
+        sd = float(np.std(logs, ddof=1))
+        half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+        return RatioCI(ratio, float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half)),
+                       level, f"paired log-ratio t-interval (n={n} < {MIN_PAIRS_FOR_BOOTSTRAP})",
+                       geomean)
+    ratios = base / variant
+    if np.allclose(ratios, ratios[0]):
+        return RatioCI(ratio, ratio, ratio, level, "degenerate (identical ratios)", geomean)
+
+    def statistic(b: np.ndarray, v: np.ndarray, axis: int) -> np.ndarray:
+        return np.asarray(np.median(b, axis=axis) / np.median(v, axis=axis))
+
+    res = stats.bootstrap((base, variant), statistic, paired=True, vectorized=True,
+                          n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=level,
+                          method="percentile", rng=np.random.default_rng(seed))
+    return RatioCI(ratio, float(res.confidence_interval.low),
+                   float(res.confidence_interval.high), level,
+                   f"paired percentile bootstrap over rounds (n={n}, "
+                   f"{BOOTSTRAP_RESAMPLES} resamples, seed {seed})", geomean)
+
+
+def _overlaps(others: pd.DataFrame, best: pd.Series) -> pd.Series:
+    """Rows whose CI (or, lacking one, median) reaches below the best case's CI high."""
+    high = best["ci_high_us"] if not _isnan(best["ci_high_us"]) else best["median_us"]
+    low = others["ci_low_us"].where(others["ci_low_us"].notna(), others["median_us"])
+    return low <= high
+
+
+def _quant_rank(q: Any) -> int:
+    return QUANTIZATIONS.index(q) if q in QUANTIZATIONS else len(QUANTIZATIONS)
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    """Stable, human order: device, model, quantization (fp32 first), delegate, threads."""
+    keys = [k for k in ("device", "model", "delegate", "threads") if k in df.columns]
+    if "quantization" in df.columns:
+        df = df.assign(_q=df["quantization"].map(_quant_rank))
+        keys.insert(2, "_q")
+        keys.insert(3, "quantization")
+    return df.sort_values(keys, kind="stable").drop(columns=["_q"], errors="ignore").reset_index(
+        drop=True)
