@@ -52,7 +52,8 @@ def render_report(data: ReportData, out_dir: Path, *, exclude_tainted: bool = Tr
     """Write index.html, summary.csv, speedups.csv and samples.csv in out_dir; return index.html."""
     summary = analysis.summarize(data.samples, exclude_tainted=exclude_tainted)
     speedups = analysis.speedups(data.samples, exclude_tainted=exclude_tainted)
-    html = render_html(data, summary=summary, speedups=speedups)
+    html = render_html(data, summary=summary, speedups=speedups,
+                       exclude_tainted=exclude_tainted)
     index = out_dir / "index.html"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,26 +68,29 @@ def render_report(data: ReportData, out_dir: Path, *, exclude_tainted: bool = Tr
 
 
 def render_html(data: ReportData, *, summary: pd.DataFrame | None = None,
-                speedups: pd.DataFrame | None = None) -> str:
+                speedups: pd.DataFrame | None = None, exclude_tainted: bool = True) -> str:
     """The report page as a string (summary and speedups are computed when not given)."""
     if summary is None:
-        summary = analysis.summarize(data.samples)
+        summary = analysis.summarize(data.samples, exclude_tainted=exclude_tainted)
     if speedups is None:
-        speedups = analysis.speedups(data.samples)
+        speedups = analysis.speedups(data.samples, exclude_tainted=exclude_tainted)
     env = jinja2.Environment(loader=jinja2.PackageLoader("farm", "report/templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("run.html.j2").render(**_context(data, summary, speedups))
+    return env.get_template("run.html.j2").render(
+        **_context(data, summary, speedups, exclude_tainted))
 
 
 # --- context -----------------------------------------------------------------------------------
 
 
-def _context(data: ReportData, summary: pd.DataFrame, speedups: pd.DataFrame) -> dict[str, Any]:
+def _context(data: ReportData, summary: pd.DataFrame, speedups: pd.DataFrame,
+             exclude_tainted: bool) -> dict[str, Any]:
     run = dict(data.run)
     devices = _devices(data.devices, data.samples)
     simulated = [d["label"] for d in devices if d["simulated"]]
     scaling = analysis.thread_scaling(summary)
+    fastest = analysis.fastest(summary)
     return {
         "run_id": str(run.get("run_id", "")),
         "status": str(run.get("status", "")),
@@ -94,14 +98,15 @@ def _context(data: ReportData, summary: pd.DataFrame, speedups: pd.DataFrame) ->
         "simulated": simulated,
         "calibration": _calibration(run, data.variants),
         "totals": _totals(data.samples, summary),
-        "fastest": _fastest_table(analysis.fastest(summary)),
+        "fastest": _fastest_table(fastest),
+        "exclude_tainted": exclude_tainted,
         "speedups": _speedup_table(speedups),
         "speedup_figures": [
             (d["label"], plots.to_png_data_uri(plots.speedup_figure(
                 _rows_of(speedups, d["serial"]), title=f"Speedup over fp32: {d['label']}")))
             for d in devices if not _rows_of(speedups, d["serial"]).empty
         ],
-        "tiers": _tiers(devices, summary, scaling),
+        "tiers": _tiers(devices, summary, scaling, fastest),
         "variants": _variant_table(data.variants),
         "size_figure": plots.to_png_data_uri(plots.model_size_figure(data.variants)),
         "failures": _failure_table(data.samples),
@@ -161,7 +166,7 @@ def _devices(facts: Sequence[Mapping[str, Any]], samples: pd.DataFrame) -> list[
     for d in facts:
         serial = _s(d.get("serial"))
         name = " ".join(p for p in (_s(d.get("manufacturer")), _s(d.get("model"))) if p)
-        simulated = bool(d.get("simulated"))
+        simulated = _truthy(d.get("simulated"))
         label = (name or serial) + (" [SIMULATED]" if simulated else "")
         out[serial] = {"serial": serial, "label": label, "simulated": simulated,
                        "tier": _s(d.get("tier")), "facts": _facts(d)}
@@ -170,7 +175,7 @@ def _devices(facts: Sequence[Mapping[str, Any]], samples: pd.DataFrame) -> list[
             first = g.iloc[0]
             entry = out.setdefault(str(serial), {
                 "serial": str(serial), "label": _s(first.get("device_label")) or str(serial),
-                "simulated": bool(first.get("simulated")), "tier": _s(first.get("tier")),
+                "simulated": _truthy(first.get("simulated")), "tier": _s(first.get("tier")),
                 "facts": [("facts", "none recorded for this device")]})
             entry["label"] = _s(first.get("device_label")) or entry["label"]
     for i, entry in enumerate(out.values()):
@@ -214,8 +219,8 @@ def _span(cpus: Sequence[int]) -> str:
     return ",".join(map(str, cpus))
 
 
-def _tiers(devices: list[dict[str, Any]], summary: pd.DataFrame,
-           scaling: pd.DataFrame) -> list[dict[str, Any]]:
+def _tiers(devices: list[dict[str, Any]], summary: pd.DataFrame, scaling: pd.DataFrame,
+           fastest: pd.DataFrame) -> list[dict[str, Any]]:
     tiers: dict[str, list[dict[str, Any]]] = {}
     for d in devices:
         cases = _rows_of(summary, d["serial"])
@@ -235,7 +240,9 @@ def _tiers(devices: list[dict[str, Any]], summary: pd.DataFrame,
             "memory_figure": plots.to_png_data_uri(plots.memory_figure(
                 cases, title=f"Memory: {d['label']}")),
         })
-    return [{"name": name or "untiered", "anchor": f"tier-{i}", "devices": devs}
+    return [{"name": name or "untiered", "anchor": f"tier-{i}", "devices": devs,
+             "fastest": _fastest_table(fastest[fastest["device"].isin([d["serial"]
+                                                                     for d in devs])])}
             for i, (name, devs) in enumerate(tiers.items())]
 
 
@@ -333,7 +340,7 @@ def _variant_table(variants: pd.DataFrame) -> Table:
         rows.append((_s(v.get("model")), _s(v.get("quantization")), _s(v.get("status")),
                      "—" if _nan(size) or not size else f"{float(size) / 1e6:.3f}",
                      _s(v.get("sha256"))[:16] or "—", _num(v.get("conversion_s")),
-                     "yes" if v.get("cached") is True else "no",
+                     "yes" if _truthy(v.get("cached")) else "no",
                      _s(v.get("calibration")) or "—", _s(v.get("error")) or "—"))
         classes.append("" if _s(v.get("status")) == "ok" else "bad")
     return Table(cols, tuple(rows), tuple(classes))
@@ -387,6 +394,11 @@ def _nan(v: Any) -> bool:
         return math.isnan(float(v))
     except (TypeError, ValueError):
         return False
+
+
+def _truthy(v: Any) -> bool:
+    """bool() that treats missing values (NaN, pd.NA, None) as False instead of raising."""
+    return False if _nan(v) else bool(v)
 
 
 def _s(v: Any) -> str:
