@@ -184,7 +184,10 @@ def summarize(samples: pd.DataFrame, *, exclude_tainted: bool = True,
     `n_ok` counts the samples the statistics use: status "ok", a latency, and (by default) not
     tainted. `n_tainted` counts ok samples that are tainted, whether excluded or not.
     `verdict_ok` is False when fewer than 3 samples are usable, any sample failed, or the
-    delegate did not apply; `verdict_reason` says why.
+    delegate did not apply; `verdict_reason` says why. A partially delegated case keeps its
+    verdict (that is how the configuration runs) but is flagged, and `speedups` refuses it.
+    `flags` is the union of the runner's flags on the samples not excluded, plus
+    `stability_flags` of the latencies used.
     """
     df = _normalized(samples)
     if df.empty:
@@ -330,6 +333,8 @@ def _normalized(samples: pd.DataFrame) -> pd.DataFrame:
         df[col] = df[col].fillna(False).astype(bool) if col in df.columns else False
     df.loc[df["device_label"] == "", "device_label"] = df["device"].astype(str)
     df["threads"] = df["threads"].fillna(0).astype(int)
+    if "repeat" in df.columns:  # pairing key: the round, or the repeat index where it is missing
+        df["round"] = df["round"].fillna(pd.to_numeric(df["repeat"], errors="coerce"))
     return df
 
 

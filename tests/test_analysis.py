@@ -243,3 +243,13 @@ def test_summary_is_sorted_fp32_first() -> None:
     summary = analysis.summarize(_load("speedups.csv"))
     d1_xnn_t1 = summary[(summary["delegate"] == "xnnpack") & (summary["threads"] == 1)]
     assert list(d1_xnn_t1["quantization"]) == ["fp32", "fp16", "dynamic", "int8", "int16x8"]
+
+
+def test_partial_delegation_is_flagged_but_keeps_its_verdict() -> None:
+    rows = _by_key(analysis.summarize(_load("speedups.csv")), CASE)
+    partial = rows["d1/m/fp32/xnnpack/4"]
+    assert partial["delegation_status"] == "partial"
+    assert "partial_delegation" in partial["flags"].split(",")
+    assert bool(partial["verdict_ok"])
+    assert rows["d1/m/int8/gpu/1"]["delegation_status"] == "not applied"
+    assert not bool(rows["d1/m/int8/gpu/1"]["verdict_ok"])
