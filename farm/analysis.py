@@ -61,6 +61,8 @@ HIGH_VARIANCE_CV = 0.10
 #: Pairs from which the speedup CI switches from the log-ratio t-interval to the bootstrap.
 MIN_PAIRS_FOR_BOOTSTRAP = 10
 BOOTSTRAP_RESAMPLES = 4999
+#: Smallest speedup (or slowdown) called a difference, as asv's factor and IREE's threshold do.
+MIN_EFFECT = 0.05
 
 #: Flags meaning the requested delegate did not run the model (its latency is a CPU number).
 NOT_APPLIED_FLAGS: frozenset[str] = frozenset({"delegate_not_applied", "delegate_failed",
@@ -198,7 +200,7 @@ def summarize(samples: pd.DataFrame, *, exclude_tainted: bool = True,
 
 
 def speedups(samples: pd.DataFrame, baseline: str = "fp32", *, exclude_tainted: bool = True,
-             level: float = 0.95, min_effect: float = 0.05, seed: int = 0) -> pd.DataFrame:
+             level: float = 0.95, min_effect: float = MIN_EFFECT, seed: int = 0) -> pd.DataFrame:
     """Paired speedup of each quantization over `baseline` per device × model × delegate × threads.
 
     ratio = baseline median / variant median over the rounds both have (> 1: variant faster).

@@ -100,6 +100,9 @@ def test_failures_and_skips_list_reasons(rendered: tuple[str, Path, ReportData])
     assert "Failed to apply GPU delegate: Node number 3 (CONV_2D) failed to prepare." in failures
     assert "device lost: adb connection reset" in failures
     assert "skipped" in failures and "failed" in failures
+    # one row per device x status x reason: the lost phone's 24 skipped cases are one row
+    lost = [r for r in failures.split("<tr") if "device lost" in r]
+    assert len(lost) == 1 and "<td>24</td>" in lost[0] and "and 12 more" in lost[0]
 
 
 def test_flagged_samples_listed(rendered: tuple[str, Path, ReportData]) -> None:

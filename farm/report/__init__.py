@@ -25,8 +25,8 @@ from farm.report import plots
 
 log = logging.getLogger(__name__)
 
-#: How many sample ids a flagged-samples row lists before it says "and N more".
-_MAX_IDS = 12
+#: How many items (cases, sample ids) a table cell lists before it says "and N more".
+_MAX_ITEMS = 12
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # eq=False: DataFrames have no truth value
@@ -92,8 +92,8 @@ def _context(data: ReportData, summary: pd.DataFrame, speedups: pd.DataFrame,
     scaling = analysis.thread_scaling(summary)
     fastest = analysis.fastest(summary)
     return {
-        "run_id": str(run.get("run_id", "")),
-        "status": str(run.get("status", "")),
+        "run_id": _s(run.get("run_id")),
+        "status": _s(run.get("status")),
         "provenance": _provenance(run, data.samples),
         "simulated": simulated,
         "calibration": _calibration(run, data.variants),
@@ -115,6 +115,7 @@ def _context(data: ReportData, summary: pd.DataFrame, speedups: pd.DataFrame,
             "min_n": analysis.MIN_N_FOR_VERDICT,
             "cv": f"{analysis.HIGH_VARIANCE_CV:.0%}",
             "boot_n": analysis.MIN_PAIRS_FOR_BOOTSTRAP,
+            "min_effect": f"{analysis.MIN_EFFECT:.0%}",
         },
     }
 
@@ -347,7 +348,8 @@ def _variant_table(variants: pd.DataFrame) -> Table:
 
 
 def _failure_table(samples: pd.DataFrame) -> Table:
-    cols = ("device", "case", "status", "samples", "reason")
+    """One row per device × status × reason (a lost phone is one row, not one per case)."""
+    cols = ("device", "status", "reason", "samples", "cases")
     if samples.empty or "status" not in samples.columns:
         return Table(cols, (), ())
     bad = samples[samples["status"].isin(["failed", "skipped"])].copy()
@@ -355,10 +357,11 @@ def _failure_table(samples: pd.DataFrame) -> Table:
         return Table(cols, (), ())
     bad["case"] = bad.apply(analysis.case_label, axis=1)
     bad["error"] = bad["error"].fillna("").astype(str).replace("", "(no reason recorded)")
-    groups = bad.groupby(["device_label", "case", "status", "error"], sort=True).size()
-    rows = tuple((str(dev), str(case), str(status), str(n), str(err))
-                 for (dev, case, status, err), n in groups.items())
-    return Table(cols, rows, tuple("bad" if r[2] == "failed" else "warn" for r in rows))
+    rows = []
+    for (dev, status, err), g in bad.groupby(["device_label", "status", "error"], sort=True):
+        rows.append((str(dev), str(status), str(err), str(len(g)),
+                     _first(sorted(set(g["case"])))))
+    return Table(cols, tuple(rows), tuple("bad" if r[1] == "failed" else "warn" for r in rows))
 
 
 def _flagged_table(samples: pd.DataFrame) -> Table:
@@ -377,14 +380,18 @@ def _flagged_table(samples: pd.DataFrame) -> Table:
     flagged["is_tainted"] = tainted[flagged.index]
     rows = []
     for (dev, case, fl), g in flagged.groupby(["device_label", "case", "flag_set"], sort=True):
-        ids = [str(i) for i in g["sample_id"].tolist()[:_MAX_IDS]]
-        more = len(g) - len(ids)
         rows.append((str(dev), str(case), str(fl), str(len(g)), str(int(g["is_tainted"].sum())),
-                     ", ".join(ids) + (f" and {more} more" if more > 0 else "")))
+                     _first([str(i) for i in g["sample_id"]])))
     return Table(cols, tuple(rows), tuple("warn" for _ in rows))
 
 
 # --- formatting --------------------------------------------------------------------------------
+
+
+def _first(items: Sequence[str]) -> str:
+    """The first few items, comma-separated, and how many more there are."""
+    more = len(items) - _MAX_ITEMS
+    return ", ".join(items[:_MAX_ITEMS]) + (f" and {more} more" if more > 0 else "")
 
 
 def _nan(v: Any) -> bool:
