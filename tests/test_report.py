@@ -278,9 +278,9 @@ def test_init_memory_and_size_figures(frames: tuple[pd.DataFrame, ...]) -> None:
         assert [len(b) for b in bars] == [24, 24]
     variants = make_report_data(frames[0]).variants
     size = plots.model_size_figure(variants)
-    (bars,) = [c for c in size.axes[0].containers if isinstance(c, BarContainer)]
-    assert len(bars) == 6  # the failed int16x8 conversion has no size
-    assert sorted(round(b.get_width(), 3) for b in bars) == sorted(
+    (sizes,) = [c for c in size.axes[0].containers if isinstance(c, BarContainer)]
+    assert len(sizes) == 6  # the failed int16x8 conversion has no size
+    assert sorted(round(b.get_width(), 3) for b in sizes) == sorted(
         round(v / 1e6, 3) for v in variants.loc[variants["status"] == "ok", "size_bytes"])
 
 
