@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 ERAS: tuple[str, ...] = ("tf1.12-1.14", "tf1.15-2.1", "tf2.2-2.4", "tf2.5-2.12", "tf2.13-2.18",
                          "tf2.19+")
-DELEGATE_STATUSES: tuple[str, ...] = ("full", "partial", "none", "failed", "unavailable")
+DELEGATE_STATUSES: tuple[str, ...] = ("full", "partial", "none", "failed", "unavailable",
+                                      "fallback")
 FAIL_STAGES: tuple[str, ...] = ("", "flags", "params", "load", "init", "warmup", "regular")
 
 _KERNEL_NAMES = {
@@ -46,7 +47,9 @@ class DelegateReport:
 
     `explicit=False` is the runtime's default XNNPACK delegate: it prints runtime lines only,
     never a tool status line. `status="unavailable"` means the provider could not create the
-    delegate (a WARN) and the run continues without it.
+    delegate (a WARN) and the run continues without it; `status="fallback"` means it applied
+    but did not take the whole graph while --require_full_delegation was set ("Disallowed CPU
+    fallback detected.", and Init fails).
     """
 
     provider: str  # as printed: XNNPACK, GPU, NNAPI, Hexagon, EXTERNAL, COREML, ...
@@ -94,6 +97,7 @@ class FormatInput:
     delegates: tuple[DelegateReport, ...] = ()
     android: bool = False
     show_verbose: bool | None = None  # VERBOSE runtime lines (Replacing ...); None: android
+    verbose_params: bool = False  # --verbose=true: "Log parameter values verbosely: [1]"
     unconsumed_flags: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # extra tool WARN messages, printed after flag parsing
     runtime_lines: tuple[str, ...] = ()  # extra runtime lines for Init, verbatim (prefixed)
@@ -388,6 +392,9 @@ def _render_delegates(w: _Writer, inp: FormatInput, verbose: bool) -> bool:
                                    "failure.")
             w.tool("ERROR", f"Failed to apply {d.provider} delegate.")
             return False
+        if d.status == "fallback":
+            w.tool("ERROR", "Disallowed CPU fallback detected.")
+            return False
         w.tool("INFO", _status_line(era, d))
     return True
 
@@ -449,7 +456,7 @@ def format_output(result: FormatInput, *, era: str) -> tuple[str, str]:
     if stage == "params":
         return _fail(w, inp)
     if era not in _OLD_ERAS:
-        w.tool("INFO", "Log parameter values verbosely: [0]")
+        w.tool("INFO", f"Log parameter values verbosely: [{int(inp.verbose_params)}]")
     for desc, value in inp.params:
         w.tool("INFO", f"{desc}: [{value}]")
     if stage == "load":
