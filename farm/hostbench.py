@@ -243,6 +243,7 @@ class PeakMemoryMonitor:
             self.peak_kb = max(self.peak_kb, _maxrss_kb())
 
     def start(self) -> None:
+        """Take the first sample and start the sampling thread."""
         self.peak_kb = _maxrss_kb()
         self._thread.start()
 
@@ -273,8 +274,13 @@ def _proc_status_mb() -> tuple[int, int, int] | None:
 @contextlib.contextmanager
 def _capture_stderr_fd(sink: list[str]) -> Iterator[None]:
     """Collect what native code writes to fd 2 (the LiteRT runtime logs there directly)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all: nothing to capture
+        yield
+        return
     with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), 2)
         try:

@@ -18,6 +18,7 @@ from farm.benchmark_model import BenchmarkOutput, parse_output
 from farm.hostbench import (
     FLAGS,
     delegation_of,
+    main,
     parse_flags,
     run_loop,
     split_value_files,
@@ -152,7 +153,34 @@ def test_delegation_of_ops_details() -> None:
     assert delegation_of(ops[:4]).kernels == 0 and delegation_of(ops[:4]).cpu_nodes == 4
 
 
+def test_main_prints_like_the_tool_without_loading_the_runtime(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--num_runs=3"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "INFO: STARTING!\n"
+    assert captured.err == ("ERROR: Please specify the name of your TF Lite input file with "
+                            "--graph\nERROR: Benchmarking failed.\n")
+
+
 # --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_never_imports_tensorflow() -> None:
+    code = (
+        "import sys\n"
+        "import farm.hostbench as h\n"
+        "assert 'ai_edge_litert' not in sys.modules and 'numpy' not in sys.modules\n"
+        f"status, out, err = h.run(['--graph={FP32}', '--num_runs=2', '--min_secs=0',"
+        " '--warmup_min_secs=0'])\n"
+        "assert status == 0, err\n"
+        "assert 'ai_edge_litert' in sys.modules\n"
+        "assert not any(m == 'tensorflow' or m.startswith('tensorflow.') for m in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.slow
