@@ -52,6 +52,14 @@ class BenchmarkOutput:
 
     The first block of fields is the contract with the results store and the report (column
     names); fields after `warnings` are additions.
+
+    `error_lines` are the lines printed at ERROR/FATAL level (an `ERROR: ` prefix or a logcat
+    E/F line, normalised to `ERROR: <message>`), as printed; `warnings` are WARN-level lines plus
+    the known warnings that older eras print without a prefix ("Unconsumed cmdline flags: ...",
+    "Duplicate flags: ..."). `delegate_applied` joins several explicit delegates with "+" in
+    the order they were applied, and `delegation` is then the best coverage any of them got
+    ("failed" wins over everything, then full, partial, none); `delegate_statuses` keeps each.
+    `delegate_kernels` is 1 for a complete delegation and 0 for "none".
     """
 
     success: bool
