@@ -49,7 +49,8 @@ class DelegateReport:
     never a tool status line. `status="unavailable"` means the provider could not create the
     delegate (a WARN) and the run continues without it; `status="fallback"` means it applied
     but did not take the whole graph while --require_full_delegation was set ("Disallowed CPU
-    fallback detected.", and Init fails).
+    fallback detected.", and Init fails). A "fallback" report with provider "" or "CPU" stands
+    for --require_full_delegation with no delegate created at all: only that error is printed.
     """
 
     provider: str  # as printed: XNNPACK, GPU, NNAPI, Hexagon, EXTERNAL, COREML, ...
@@ -359,6 +360,10 @@ def _render_delegates(w: _Writer, inp: FormatInput, verbose: bool) -> bool:
     for d in explicit:
         if d.status == "unavailable":
             w.tool("WARN", _UNAVAILABLE.get(d.provider, f"Could not create {d.provider} delegate."))
+    if any(d.status == "fallback" and d.provider in ("", "CPU") for d in explicit):
+        # --require_full_delegation with no delegate created: the tool refuses before applying.
+        w.tool("ERROR", "Disallowed CPU fallback detected.")
+        return False
     created = [d for d in explicit if d.status != "unavailable"]
     for i, d in enumerate(created):
         if d.provider == "XNNPACK":

@@ -239,6 +239,19 @@ def test_runtime_lines_go_to_stderr_and_verbose_only_on_android() -> None:
     assert "yielding 1 partitions for the whole graph." in err
 
 
+def test_require_full_delegation_fallbacks() -> None:
+    out, err = format_output(_simple(delegates=(DelegateReport("CPU", status="fallback"),)),
+                             era="tf2.19+")
+    assert "delegate created" not in out
+    assert err == "ERROR: Disallowed CPU fallback detected.\nERROR: Benchmarking failed.\n"
+    partial = DelegateReport("XNNPACK", status="fallback", kernels=2)
+    out, err = format_output(_simple(delegates=(partial,)), era="tf2.19+")
+    assert "INFO: XNNPACK delegate created." in out and "Explicitly applied" not in out
+    got = parse_output(out + err)
+    assert not got.success and got.error == "Disallowed CPU fallback detected."
+    assert got.delegate_applied == "XNNPACK" and got.delegation == ""
+
+
 def test_unknown_era_and_stage_are_rejected() -> None:
     with pytest.raises(ValueError, match="unknown benchmark_model era"):
         format_output(_simple(), era="tf3")
