@@ -9,9 +9,10 @@ writes goes to stderr: file descriptor 1 is pointed at stderr before TF is impor
 protocol uses a private duplicate of the original stdout.
 
 I/O: reads model sources and calibration data, writes each .tflite to the job's `out` path (the
-parent moves it into the cache). Never touches a device. One job failing (an exception from a
-loader or the converter) is reported and the next job runs; the model of one source is kept
-while its jobs run, then dropped.
+parent moves it into the cache) and exports Keras models to a scratch SavedModel next to it.
+Never touches a device. One job failing (an exception from a loader or the converter) is
+reported and the next job runs; the model of one source is kept while its jobs run, then
+dropped.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import functools
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
@@ -58,10 +62,15 @@ def _protocol_stream() -> IO[str]:
 
 
 def _message(exc: BaseException) -> str:
+    """The exception as one readable message: type name kept, repeated lines said once."""
     # Our own ConversionError messages stand alone; anything else keeps its type name, which
     # is part of what the converter or loader is saying (ConverterError, ValueError, ...).
     text = str(exc) if isinstance(exc, ConversionError) else f"{type(exc).__name__}: {exc}"
-    text = text.strip()
+    # The converter repeats a line per offending op ("not yet supported for op: 'HARD_SWISH'").
+    counts: dict[str, int] = {}
+    for line in text.strip().splitlines():
+        counts[line] = counts.get(line, 0) + 1
+    text = "\n".join(f"{line} (x{n})" if n > 1 else line for line, n in counts.items())
     if len(text) > _ERROR_CHARS:
         text = text[:_ERROR_CHARS] + " ... [truncated]"
     return text
@@ -150,7 +159,9 @@ def build_keras_app(keras: Any, source: ModelSource) -> tuple[Any, dict[str, Any
     return model, details
 
 
-def _load(source: ModelSource) -> _Loaded:
+def _load(source: ModelSource, scratch: Path) -> _Loaded:
+    """Read or build a source. Keras models are exported to a SavedModel in `scratch` once, so
+    each quantization converts from it (from_keras_model would export again for every one)."""
     import keras  # noqa: I001 - TF and Keras are imported here, in the worker only
     import tensorflow as tf
 
@@ -177,7 +188,9 @@ def _load(source: ModelSource) -> _Loaded:
     else:
         raise ConversionError(f"source kind {source.kind!r} is not converted")
     shape = _keras_input_shape(model)
-    return _Loaded(lambda: tf.lite.TFLiteConverter.from_keras_model(model), lambda: shape,
+    exported = str(scratch / "saved_model")
+    model.export(exported, format="tf_saved_model", verbose=False)
+    return _Loaded(lambda: tf.lite.TFLiteConverter.from_saved_model(exported), lambda: shape,
                    details)
 
 
@@ -238,6 +251,7 @@ def run(jobs: list[dict[str, Any]], send: Callable[[dict[str, Any]], None]) -> N
           "pid": os.getpid()})
     current_key: tuple[str, str] | None = None
     loaded: _Loaded | BaseException | None = None
+    scratch: Path | None = None
     for job in jobs:
         source = ModelSource.from_dict(job["source"])
         key = (source.name, str(job["source_sha256"]))
@@ -246,9 +260,12 @@ def run(jobs: list[dict[str, Any]], send: Callable[[dict[str, Any]], None]) -> N
         try:
             if key != current_key:
                 current_key, loaded = key, None  # drop the previous model before loading
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                scratch = Path(tempfile.mkdtemp(prefix="load-", dir=Path(job["out"]).parent))
                 send({"event": "loading", "id": job["id"]})
                 try:
-                    loaded = _load(source)
+                    loaded = _load(source, scratch)
                 except Exception as e:  # noqa: BLE001 - any loader error is this source's failure
                     loaded = e
             if isinstance(loaded, BaseException):
@@ -270,6 +287,8 @@ def run(jobs: list[dict[str, Any]], send: Callable[[dict[str, Any]], None]) -> N
             result.update(status="failed", error=_message(e),
                           conversion_s=round(time.perf_counter() - t0, 3))
         send(result)
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
     send({"event": "bye"})
 
 

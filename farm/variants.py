@@ -141,7 +141,7 @@ def source_fingerprint(source: ModelSource) -> str:
             "arch": _arch_name(source.arch),
             "input_shape": list(source.input_shape),
             "seed": source.seed,
-            "options": sorted([str(k), v] for k, v in source.options),
+            "options": sorted(([str(k), v] for k, v in source.options), key=lambda kv: kv[0]),
             "keras": _installed_version("keras"),
             "recipe": RECIPE_VERSION,
         })
@@ -477,7 +477,7 @@ def _run_worker(jobs: Sequence[_Job], timeout_s: float,
 
     Always resolves at least one job, so a loop of runs ends: a job the worker was on when it
     died (or the first unresolved job) fails with the stderr tail; if it died while loading a
-    source, every job of that source fails with it.
+    source, every job of that source fails with it; if it died before its hello, every job.
     """
     run = _WorkerRun()
     by_id = {j.id: j for j in jobs}
@@ -499,7 +499,7 @@ def _run_worker(jobs: Sequence[_Job], timeout_s: float,
             current: _Job | None = None
             loading = False
             clock = time.monotonic()
-            timed_out = False
+            timed_out = greeted = False
             while True:
                 try:
                     raw = lines.get(timeout=max(0.0, clock + timeout_s - time.monotonic()))
@@ -517,6 +517,7 @@ def _run_worker(jobs: Sequence[_Job], timeout_s: float,
                 event = msg.get("event")
                 job = by_id.get(str(msg.get("id", "")))
                 if event == "hello":
+                    greeted = True
                     run.converter_version = str(msg.get("converter_version", ""))
                 elif event in ("loading", "start") and job is not None:
                     current, loading, clock = job, event == "loading", time.monotonic()
@@ -534,12 +535,18 @@ def _run_worker(jobs: Sequence[_Job], timeout_s: float,
         blamed = current or unresolved[0]
         how = (f"timed out after {timeout_s:g} s and was killed" if timed_out
                else _describe_exit(proc.returncode))
-        reason = (f"converter process {how} while "
-                  f"{'loading' if loading else 'converting'} "
-                  f"{blamed.source.name}/{blamed.quantization}; stderr tail:\n{_tail(err)}")
+        if not greeted and not timed_out:
+            # It died before saying hello (TF failed to import, say): nothing job-specific, and
+            # a fresh worker would die the same way, so every remaining job fails with it.
+            victims = unresolved
+            doing = "before it was ready"
+        else:
+            victims = [j for j in unresolved if j.source_sha256 == blamed.source_sha256
+                       and j.source.name == blamed.source.name] if loading else [blamed]
+            doing = (f"while {'loading' if loading else 'converting'} "
+                     f"{blamed.source.name}/{blamed.quantization}")
+        reason = f"converter process {how} {doing}; stderr tail:\n{_tail(err)}"
     emit(VariantEvent("worker_lost", blamed.source.name, blamed.quantization, detail=how))
-    victims = [j for j in unresolved if j.source_sha256 == blamed.source_sha256
-               and j.source.name == blamed.source.name] if loading else [blamed]
     for j in victims:
         run.results[j.id] = {"event": "done", "id": j.id, "status": "failed", "error": reason}
     return run

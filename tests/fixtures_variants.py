@@ -102,7 +102,7 @@ def build_tflite(weight_type: int = FLOAT32, activation_type: int = FLOAT32,
         b.StartVector(4, len(values), 4)
         for v in reversed(values):
             b.PrependInt32(v)
-        return b.EndVector()
+        return int(b.EndVector())
 
     def tensor(name: str, shape: list[int], ttype: int, buffer: int,
                scale: float | None) -> int:
@@ -123,7 +123,7 @@ def build_tflite(weight_type: int = FLOAT32, activation_type: int = FLOAT32,
         b.PrependUOffsetTRelativeSlot(3, name_off, 0)
         if quant is not None:
             b.PrependUOffsetTRelativeSlot(4, quant, 0)
-        return b.EndObject()
+        return int(b.EndObject())
 
     tensors = [
         tensor("input", [1, 4], activation_type, 0, None),
@@ -158,9 +158,10 @@ def build_tflite(weight_type: int = FLOAT32, activation_type: int = FLOAT32,
 
 
 # A stand-in for `python -m farm.convert_worker` that speaks the same protocol without TF.
-# Per job, by the model's name: "crash*" writes to stderr and exits 3 after "start";
-# "loadcrash*" exits 4 after "loading"; "hang*" sleeps; anything else writes the .tflite at
-# $FAKE_TFLITE to the job's out path. Every start is appended to $FAKE_LOG.
+# With $FAKE_BROKEN set it dies before its hello. Per job, by the model's name: "crash*" writes
+# to stderr and exits 3 after "start"; "loadcrash*" exits 4 after "loading"; "hang*" sleeps;
+# anything else writes the .tflite at $FAKE_TFLITE to the job's out path. Every start is
+# appended to $FAKE_LOG.
 _FAKE_WORKER = textwrap.dedent('''
     import json, os, shutil, sys, time
     doc = json.load(sys.stdin)
@@ -170,6 +171,9 @@ _FAKE_WORKER = textwrap.dedent('''
         out.flush()
     with open(os.environ["FAKE_LOG"], "a") as log:
         log.write("worker\\n")
+    if os.environ.get("FAKE_BROKEN"):
+        sys.stderr.write("ModuleNotFoundError: No module named 'tensorflow'\\n")
+        sys.exit(1)
     send({"event": "hello", "converter_version": "9.9.9"})
     last = None
     for job in doc["jobs"]:

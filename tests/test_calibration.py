@@ -35,7 +35,7 @@ RAW = Preprocess(resize="nearest", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
 def _pre(**kw: object) -> Preprocess:
-    return Preprocess(**{**RAW.to_dict(), **kw})  # type: ignore[arg-type]
+    return Preprocess(**{**RAW.to_dict(), **kw})
 
 
 def _grid(pre: Preprocess, size: tuple[int, int] = (4, 4), channels: int = 3) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ CAL_IMAGES = ROOT / "tests" / "data" / "calibration" / "images"
 ALL = ["fp32", "fp16", "dynamic", "int8", "int16x8"]
 
 
-def _events() -> tuple[list[VariantEvent], object]:
+def _events() -> tuple[list[VariantEvent], Callable[[VariantEvent], None]]:
     seen: list[VariantEvent] = []
     return seen, seen.append
 
@@ -272,6 +273,18 @@ def test_worker_crash_while_loading_fails_that_source_only(tmp_path: Path,
     assert fake_worker.starts() == 2  # one crash took the whole source, one worker for the rest
 
 
+def test_worker_that_never_starts_fails_every_job_once(
+        tmp_path: Path, fake_worker: FakeWorker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_BROKEN", "1")
+    sources = [_fake_source(tmp_path, n) for n in ("a", "b")]
+    out = build_variants(sources, ["fp32", "fp16"], calibration=None, cache_dir=tmp_path / "c")
+    assert [v.status for v in out] == ["failed"] * 4
+    for v in out:
+        assert "converter process exited with code 1 before it was ready" in v.error
+        assert "No module named 'tensorflow'" in v.error
+    assert fake_worker.starts() == 1
+
+
 def test_worker_timeout_is_a_failed_variant(tmp_path: Path, fake_worker: FakeWorker) -> None:
     sources = [_fake_source(tmp_path, "hang"), _fake_source(tmp_path, "after")]
     out = build_variants(sources, ["fp32"], calibration=None, cache_dir=tmp_path / "cache",
@@ -301,6 +314,19 @@ def test_converted_variants_are_cached_by_content(tmp_path: Path,
     third = build_variants([src], ["fp32"], calibration=None, cache_dir=tmp_path / "c")
     assert not third[0].cached and fake_worker.starts() == 2
     assert Path(third[0].path).read_bytes() == build_tflite()
+
+
+def test_worker_messages_keep_the_type_and_say_repeats_once() -> None:
+    from farm.convert_worker import _message
+
+    class ConverterError(Exception):
+        pass
+
+    op = "Quantization to 16x8-bit not yet supported for op: 'HARD_SWISH'."
+    text = _message(ConverterError("\n".join([op] * 3 + ["done"])))
+    assert text == f"ConverterError: {op}\n{op} (x2)\ndone"
+    assert _message(ConversionError("plain words")) == "plain words"
+    assert _message(ValueError("x" * 10000)).endswith("... [truncated]")
 
 
 def test_parent_modules_do_not_import_tensorflow() -> None:
