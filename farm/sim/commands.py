@@ -2224,8 +2224,8 @@ def a_sh(ctx: Ctx) -> int:
     from farm.sim.shell import Shell
 
     args = ctx.argv[1:]
-    state = ShellState(dict(ctx.shell.state.vars), set(ctx.shell.state.exported),
-                       ctx.cwd, 0, [], None, ctx.proc.affinity, ctx.shell.state.umask)
+    state = ShellState(dict(ctx.env), set(ctx.env), ctx.cwd, 0, [], None, ctx.proc.affinity,
+                       ctx.shell.state.umask)
     sub = Shell(ctx.phone, ctx.proc, Streams(ctx.stdin, ctx.stdout, ctx.stderr), state,
                 tty=ctx.shell.tty)
     if args and args[0] == "-c":
@@ -2642,8 +2642,8 @@ def exec_file(ctx: Ctx, path: str) -> int:
     # not ELF: the kernel says ENOEXEC and mksh runs it as a script
     from farm.sim.shell import Shell
 
-    state = ShellState(dict(ctx.shell.state.vars), set(ctx.shell.state.exported), ctx.cwd, 0,
-                       list(ctx.argv[1:]), None, ctx.proc.affinity, ctx.shell.state.umask)
+    state = ShellState(dict(ctx.env), set(ctx.env), ctx.cwd, 0, list(ctx.argv[1:]), None,
+                       ctx.proc.affinity, ctx.shell.state.umask)
     sub = Shell(ctx.phone, ctx.proc, Streams(ctx.stdin, ctx.stdout, ctx.stderr), state,
                 tty=ctx.shell.tty, name=ctx.argv[0])
     return sub.run_script(data.decode(errors="replace"))

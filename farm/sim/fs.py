@@ -611,7 +611,7 @@ class SimFS:
         """mkdir(2)."""
         full = self.abspath(path, cwd)
         try:
-            self.resolve(full, follow=False)
+            self.stat(full, follow=False)
         except OSError as e:
             if e.errno != errno.ENOENT:
                 raise

@@ -339,25 +339,59 @@ class Profile:
         for d in (dtype_a, dtype_b):
             if d not in DTYPES:
                 raise ValueError(f"unknown dtype {d!r}; known: {', '.join(DTYPES)}")
-        return effective_rate(self, delegate, dtype_b) / effective_rate(self, delegate, dtype_a)
+        return (effective_rate(self, delegate, dtype_b, threads)
+                / effective_rate(self, delegate, dtype_a, threads))
 
     def summary(self) -> str:
         """One line for `farm sim status`."""
         return f"{self.manufacturer} {self.model} ({self.soc_model}, SDK {self.sdk}) [SIMULATED]"
 
 
-def effective_rate(profile: Profile, delegate: str, dtype: str) -> float:
+def cap_freq_khz(freqs_khz: Sequence[int], fraction: float) -> int:
+    """The highest frequency of the table not above `fraction` of the maximum (min if none)."""
+    table = sorted(freqs_khz)
+    limit = table[-1] * fraction + 1e-6
+    allowed = [f for f in table if f <= limit]
+    return allowed[-1] if allowed else table[0]
+
+
+def thread_speed(cpu: CpuSpec, threads: int, affinity: int = -1, cap: float = 1.0) -> float:
+    """Throughput of `threads` threads relative to one thread on the fastest core at max freq.
+
+    Threads go to the fastest allowed cores. A dynamic work split sums the core speeds; a static
+    split waits for the slowest core (and for the busiest one when there are more threads than
+    cores); `thread_imbalance` blends the two. `cap` is the thermal frequency cap.
+    """
+    allowed = [c for c in range(cpu.cpu_count) if affinity < 0 or affinity >> c & 1]
+    if not allowed:
+        allowed = list(range(cpu.cpu_count))
+    speeds = []
+    for c in allowed:
+        cl = cpu.cluster_of(c)
+        speeds.append(cl.rel_speed * cap_freq_khz(cl.freqs_khz, cap) / cl.max_freq_khz)
+    speeds.sort(reverse=True)
+    n = max(1, threads)
+    m = len(speeds)
+    used = speeds[: min(n, m)]
+    dynamic = sum(used) * max(0.3, 1.0 - 0.04 * max(0, n - m))
+    static = n * min(used) / math.ceil(n / m)
+    return (1.0 - cpu.thread_imbalance) * dynamic + cpu.thread_imbalance * static
+
+
+def effective_rate(profile: Profile, delegate: str, dtype: str, threads: int = 1) -> float:
     """GMAC/s the performance model uses for a fully MAC-bound model (the known truth)."""
-    if delegate == "gpu" and profile.gpu is not None and profile.gpu.delegate != "unsupported":
-        # benchmark_model allows precision loss by default: fp16 arithmetic; int8 computed in float
-        if dtype == "int8" and profile.gpu.int8 == "none":
-            return profile.perf.cpu_rate(dtype)
-        return profile.gpu.rate("fp16")
+    if delegate == "gpu" and profile.gpu is not None:
+        if profile.gpu.delegate == "unsupported":
+            raise ValueError(f"{profile.name}: the GPU delegate cannot be applied (it fails)")
+        # benchmark_model allows precision loss by default: fp16 arithmetic; int8 in float
+        if not (dtype in ("int8", "int16x8") and profile.gpu.int8 == "none"
+                or dtype == "int16x8"):
+            return profile.gpu.rate("fp16")
     if delegate == "nnapi" and profile.nnapi.mode == "vendor":
         rates = dict(profile.nnapi.gmacs)
         if dtype in rates:
             return rates[dtype]
-    rate = profile.perf.cpu_rate(dtype)
+    rate = profile.perf.cpu_rate(dtype) * thread_speed(profile.cpu, threads)
     if delegate == "cpu" and dtype in ("fp32", "fp16"):
         rate *= profile.perf.xnnpack_off_factor
     return rate

@@ -1263,6 +1263,8 @@ class Shell:
 
     def pipeline(self, cmds: list[Node], io: Streams) -> int:
         """cmd1 | cmd2 | ...: every stage but the last in its own thread."""
+        if len(cmds) == 1:
+            return self.run(cmds[0], io)
         pipes = [Pipe() for _ in cmds[:-1]]
         threads: list[threading.Thread] = []
         results: dict[int, int] = {}
@@ -1331,6 +1333,9 @@ class Shell:
                           self.state.env())
                 try:
                     return builtin(ctx)
+                except OSError as e:  # e.g. ENOSPC writing a redirected file
+                    self.err(f"{self.name}: {argv[0]}: write error: {_oserror_text(e)}\n")
+                    return 1
                 finally:
                     if argv[0] not in ("export", "readonly", "unset", "cd", "read"):
                         for k, old in saved.items():
@@ -1401,6 +1406,9 @@ class Shell:
                 except _ExecError as e:
                     self.err(f"{self.name}: {name}: {e}\n")
                     return e.status
+                except OSError as e:  # toybox's xwrite()/xread() die with perror_exit
+                    ctx.err(f"{posixpath.basename(name)}: xwrite: {_oserror_text(e)}\n")
+                    status = 1
         finally:
             owner.fg = None
             self.phone.procs.exit(child.pid)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from farm.sim.profiles import CpuSpec, GpuSpec, NnapiSpec, Profile, ThermalSpec
+from farm.sim.profiles import CpuSpec, GpuSpec, NnapiSpec, Profile, ThermalSpec, cap_freq_khz
 
 THERMAL_STATUS_NAMES = ("NONE", "LIGHT", "MODERATE", "SEVERE", "CRITICAL", "EMERGENCY",
                         "SHUTDOWN")
@@ -263,11 +263,3 @@ class ThermalModel:
     def temperature_c(self) -> float:
         """SoC temperature now."""
         return self.snapshot().soc_c
-
-
-def cap_freq_khz(freqs_khz: Iterable[int], fraction: float) -> int:
-    """The highest frequency of the table not above `fraction` of the maximum (min if none)."""
-    table = sorted(freqs_khz)
-    limit = table[-1] * fraction + 1e-6
-    allowed = [f for f in table if f <= limit]
-    return allowed[-1] if allowed else table[0]
