@@ -252,6 +252,7 @@ def run(jobs: list[dict[str, Any]], send: Callable[[dict[str, Any]], None]) -> N
     current_key: tuple[str, str] | None = None
     loaded: _Loaded | BaseException | None = None
     scratch: Path | None = None
+    batches: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
     for job in jobs:
         source = ModelSource.from_dict(job["source"])
         key = (source.name, str(job["source_sha256"]))
@@ -275,8 +276,14 @@ def run(jobs: list[dict[str, Any]], send: Callable[[dict[str, Any]], None]) -> N
             send({"event": "start", "id": job["id"]})
             calibration = None
             if job.get("calibration"):
-                spec = CalibrationSpec.from_dict(job["calibration"])
-                calibration = load_calibration(spec, _input_shape(loaded, source))
+                # int8 and int16x8 of one model share the batch: read the images once
+                cal_key = (json.dumps(job["calibration"], sort_keys=True),
+                           _input_shape(loaded, source))
+                if cal_key not in batches:
+                    batches.clear()
+                    spec = CalibrationSpec.from_dict(job["calibration"])
+                    batches[cal_key] = load_calibration(spec, cal_key[1])
+                calibration = batches[cal_key]
             t1 = time.perf_counter()
             blob = convert(tf, loaded, str(job["quantization"]), calibration)
             result["conversion_s"] = round(time.perf_counter() - t1, 3)

@@ -651,6 +651,10 @@ def build_variants(
             for k, q in enumerate(quants):
                 settle(base + k, _failed(source, q, str(e)))
             continue
+        except OSError as e:  # unreadable file: this source fails, the others go on
+            for k, q in enumerate(quants):
+                settle(base + k, _failed(source, q, f"model {source.name!r}: cannot read: {e}"))
+            continue
         if source.kind == "tflite":
             results[base:base + len(quants)] = _tflite_variants(source, quants, cache_dir, emit)
             continue
