@@ -215,7 +215,8 @@ def run_plan(p: Plan, *, db: Path = DEFAULT_DB, out_dir: Path = DEFAULT_REPORTS,
              resume: str | None = None, cache_dir: Path | None = None,
              on_event: Callable[[Event], None] | None = None, report: bool = True,
              stop: threading.Event | None = None,
-             devices: Sequence[tuple[Device, DeviceInfo]] | None = None) -> RunResult:
+             devices: Sequence[tuple[Device, DeviceInfo]] | None = None,
+             vendor_dir: Path | None = None) -> RunResult:
     """Build variants, plan the matrix, run it on every device, store and report."""
     from farm import runner
     from farm.runner import DeviceTarget, RunStats
@@ -263,7 +264,8 @@ def run_plan(p: Plan, *, db: Path = DEFAULT_DB, out_dir: Path = DEFAULT_REPORTS,
         vmap = {(v.model, v.quantization): v for v in variants}
         targets = []
         for dev, info in found:
-            binary = host_binary() if info.kind == "local" else _phone_binary(info)
+            binary = (host_binary(vendor_dir) if info.kind == "local" else
+                      phone_binary(info, vendor_dir=vendor_dir, cache_dir=cache_dir))
             tier = tier_of(info, p.fleet)
             store.add_device(run_id, {**info.to_dict(), "label": info.label}, tier=tier)
             targets.append(DeviceTarget(
@@ -293,14 +295,51 @@ def run_plan(p: Plan, *, db: Path = DEFAULT_DB, out_dir: Path = DEFAULT_REPORTS,
         store.close()
 
 
-def _phone_binary(info: DeviceInfo) -> BinarySpec:
+def default_vendor_dir() -> Path:
+    """vendor/benchmark_model of the checkout (or the current directory)."""
+    return project_root() / "vendor" / "benchmark_model"
+
+
+def phone_binary(info: DeviceInfo, *, vendor_dir: Path | None = None,
+                 cache_dir: Path | None = None) -> BinarySpec:
+    """The benchmark_model for a phone's ABI list.
+
+    A simulated phone without a vendor binary gets the simulator's stub executable, which the
+    simulated phone runs as benchmark_model; it is labelled as such in every result.
+    """
+    from farm.errors import BenchmarkError
     from farm.runner import BinarySpec
     from farm.vendor import pick_binary
 
-    b = pick_binary(info.abis, project_root() / "vendor" / "benchmark_model")
+    try:
+        b = pick_binary(info.abis, vendor_dir or default_vendor_dir())
+    except BenchmarkError:
+        if not info.simulated:
+            raise
+        return _sim_stub(info, (cache_dir or default_cache_dir()) / "sim-binaries")
     assert b.sha256, "pick_binary returns verified binaries only"
     return BinarySpec(sha256=b.sha256, label=f"benchmark_model {b.version} ({b.abi})",
                       local_path=Path(b.path))
+
+
+def _sim_stub(info: DeviceInfo, directory: Path) -> BinarySpec:
+    from farm.runner import BinarySpec
+    from farm.sim.benchmark import MACHINE_OF_ABI, make_stub_binary
+
+    abi = next((a for a in info.abis if a in MACHINE_OF_ABI), "")
+    if not abi:
+        raise FarmError(f"{info.serial}: no simulated benchmark_model for ABIs "
+                        f"{', '.join(info.abis)}")
+    data = make_stub_binary(abi)
+    path = directory / abi / "benchmark_model"
+    if not path.exists() or path.read_bytes() != data:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(".benchmark_model.part")
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    return BinarySpec(sha256=hashlib.sha256(data).hexdigest(),
+                      label=f"SIMULATED benchmark_model stub ({abi})", local_path=path)
 
 
 def _now() -> str:
