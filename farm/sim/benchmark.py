@@ -799,6 +799,9 @@ def parse_flags(argv: Sequence[str], version: tuple[int, int]) -> ParsedFlags:
     TF 2.3, reported as unconsumed after)."""
     out = ParsedFlags()
     for arg in argv:
+        if arg == "--help":  # documented as working without a value
+            out.help = True
+            continue
         if not arg.startswith("--") or "=" not in arg:
             out.unconsumed.append(arg)
             continue

@@ -515,7 +515,8 @@ class _Section:
     def finish(self) -> None:
         unknown = [k for k in self.data if k not in self.allowed]
         if unknown:
-            raise self._fail(str(unknown[0]), f"unknown key; allowed: {', '.join(self.allowed)}")
+            raise self._fail(str(unknown[0]),
+                             f"unknown key; allowed: {', '.join(sorted(set(self.allowed)))}")
 
 
 def _load_cluster(s: _Section) -> ClusterSpec:
