@@ -924,32 +924,33 @@ def run_benchmark_model(ctx: Ctx, abi: str) -> int:
         out.write(o, e)
         return fail_status
     graph = parsed.get("graph", version)
-    base = dict(graph=graph, unconsumed_flags=unconsumed, android=True,
-                verbose_params=parsed.bool("verbose", version) if version >= (2, 4) else False)
+    base = FormatInput(graph=graph, unconsumed_flags=unconsumed, android=True,
+                       verbose_params=parsed.bool("verbose", version) if version >= (2, 4)
+                       else False)
     if not graph:
-        o, e = format_output(FormatInput(
-            fail_stage="params", error_lines=("Please specify the name of your TF Lite input "
-                                              "file with --graph",), **base), era=era)
+        o, e = format_output(replace(
+            base, fail_stage="params", error_lines=("Please specify the name of your TF Lite "
+                                                    "input file with --graph",)), era=era)
         out.write(o, e)
         return fail_status
     nn = profile.nnapi
     accels = nn.accelerators if nn.mode != "missing" else ()
-    params = echo_params(era, parsed.values, graph=graph, nnapi_accelerators=accels)
-    base["params"] = params
+    base = replace(base, params=echo_params(era, parsed.values, graph=graph,
+                                            nnapi_accelerators=accels))
     try:
         data = phone.fs.read_bytes(graph, ctx.cwd)
     except OSError:
-        o, e = format_output(FormatInput(
-            fail_stage="load", runtime_error_lines=(f"Could not open '{graph}'.",),
-            error_lines=(f"Failed to mmap model {graph}",), **base), era=era)
+        o, e = format_output(replace(
+            base, fail_stage="load", runtime_error_lines=(f"Could not open '{graph}'.",),
+            error_lines=(f"Failed to mmap model {graph}",)), era=era)
         out.write(o, e)
         return fail_status
     try:
         work = analyze_model(data)
     except CorruptModel as exc:
-        o, e = format_output(FormatInput(
-            fail_stage="load", runtime_error_lines=(str(exc).rstrip("\n"),),
-            error_lines=(f"Failed to mmap model {graph}",), **base), era=era)
+        o, e = format_output(replace(
+            base, fail_stage="load", runtime_error_lines=(str(exc).rstrip("\n"),),
+            error_lines=(f"Failed to mmap model {graph}",)), era=era)
         out.write(o, e)
         return fail_status
     opts = run_options(parsed, profile, ctx.proc.affinity)
@@ -967,15 +968,15 @@ def run_benchmark_model(ctx: Ctx, abi: str) -> int:
     mem_overall = round(mem_init + (0.05 if on_accel else arena_mb * 0.4 + 0.4), 4)
     init_us = int((profile.perf.init_ms + model_mb * 1.6 + len(work.ops) * 0.05
                    + plan.gpu_init_ms + plan.nnapi_init_ms) * 1000 * (0.95 + rng.random() * 0.1))
-    fi = FormatInput(
-        model_size_bytes=work.size_bytes, init_us=init_us,
+    fi = replace(
+        base, model_size_bytes=work.size_bytes, init_us=init_us,
         warmup_runs=int(parsed.get("warmup_runs", version)),
         warmup_min_secs=float(parsed.get("warmup_min_secs", version)),
         num_runs=int(parsed.get("num_runs", version)),
         min_secs=float(parsed.get("min_secs", version)),
         max_secs=float(parsed.get("max_secs", version)),
         delegates=plan.reports, runtime_lines=plan.runtime_lines, warnings=plan.warnings,
-        mem_init_mb=mem_init, mem_overall_mb=mem_overall, **base)
+        mem_init_mb=mem_init, mem_overall_mb=mem_overall)
     if plan.failed:
         o, e = format_output(fi, era=era)
         _write_failure(out, o, e)
@@ -987,18 +988,18 @@ def run_benchmark_model(ctx: Ctx, abi: str) -> int:
     # --- Init: print the head (params, Loaded model, delegate lines) and take Init's time
     head_o, head_e = format_output(fi, era=era)
     stream_is_err = old
-    lines = _split_lines(head_e if stream_is_err else head_o)
-    loaded = _find(lines, "Loaded model")
-    running = _find(lines, "Running benchmark for")
+    head = _split_lines(head_e if stream_is_err else head_o)
+    loaded = _find(head, "Loaded model")
+    running = _find(head, "Running benchmark for")
     if stream_is_err:
-        out.write("", "".join(lines[: loaded + 1]))
+        out.write("", "".join(head[: loaded + 1]))
     else:
-        out.write("".join(lines[: loaded + 1]), head_e)
+        out.write("".join(head[: loaded + 1]), head_e)
     try:
         ctx.sleep(init_us / 1e6)
         proc.rss_kb = int(mem_init * 1024 + 3_600)
         proc.hwm_kb = max(proc.hwm_kb, proc.rss_kb)
-        prefix = "".join(lines[loaded + 1: running + 1])
+        prefix = "".join(head[loaded + 1: running + 1])
         out.write("", prefix) if stream_is_err else out.write(prefix, "")
         faults = phone.faults
         if faults.active("crash"):

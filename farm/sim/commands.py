@@ -18,6 +18,7 @@ import shlex
 import stat as st
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from farm.sim.fs import SimStat, VFile, name_of
@@ -450,9 +451,12 @@ class _TestEval:
                 fd = int(arg)
             except ValueError:
                 raise _TestError(f"{arg}: bad number") from None
-            sh = self.ctx
-            stream = {0: sh.stdin, 1: sh.stdout, 2: sh.stderr}.get(fd)
-            return bool(stream is not None and stream.isatty)
+            ctx = self.ctx
+            if fd == 0:
+                return ctx.stdin.isatty
+            if fd in (1, 2):
+                return (ctx.stdout if fd == 1 else ctx.stderr).isatty
+            return False
         fs = self.ctx.phone.fs
         cwd = self.ctx.cwd
         if op in "hL":
@@ -1952,8 +1956,7 @@ def t_stat(ctx: Ctx) -> int:
                     "y": _fmt_time(s.mtime, "%Y-%m-%d %H:%M:%S.000000000 +0000"),
                     "F": kind, "i": str(s.ino), "h": str(s.nlink), "b": str(
                         (s.size + 511) // 512), "B": "512", "f": f"{s.mode:x}"}
-            ctx.out(re.sub(r"%(.)", lambda m, subs=subs: subs.get(m.group(1), m.group(0)),
-                           vals["c"]) + "\n")
+            ctx.out(re.sub(r"%(.)", partial(_stat_field, subs), vals["c"]) + "\n")
             continue
         t = _fmt_time(s.mtime, "%Y-%m-%d %H:%M:%S.000000000 +0000")
         ctx.out(f"  File: {p}\n  Size: {s.size}\t Blocks: {(s.size + 511) // 512}\t "
@@ -1962,6 +1965,10 @@ def t_stat(ctx: Ctx) -> int:
                 f"Uid: ({s.uid:5d}/{name_of(s.uid):>8})\tGid: ({s.gid:5d}/"
                 f"{name_of(s.gid):>8})\nAccess: {t}\nModify: {t}\nChange: {t}\n")
     return status
+
+
+def _stat_field(subs: dict[str, str], m: re.Match[str]) -> str:
+    return subs.get(m.group(1), m.group(0))
 
 
 def t_du(ctx: Ctx) -> int:

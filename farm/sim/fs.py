@@ -20,11 +20,14 @@ import stat as st
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, BinaryIO, cast
 
 if TYPE_CHECKING:
     from farm.sim.phone import Phone
+    from farm.sim.profiles import ClusterSpec
+    from farm.sim.shell import SimProc
 
 SHELL_UID = 2000
 SHELL_GID = 2000
@@ -976,6 +979,23 @@ def _text(fn: Callable[[], str]) -> Callable[[], bytes]:
     return lambda: fn().encode()
 
 
+def const(text: str) -> Callable[[], str]:
+    """A generator that always returns `text`."""
+    return lambda: text
+
+
+def _str_of(fn: Callable[[int], int], arg: int) -> str:
+    return str(fn(arg))
+
+
+def _cmdline(p: SimProc) -> bytes:
+    return b"".join(a.encode() + b"\0" for a in p.argv)
+
+
+def _comm(p: SimProc) -> bytes:
+    return (p.name[:15] + "\n").encode()
+
+
 def build_proc(phone: Phone) -> VDir:
     """The synthetic /proc: cpuinfo, meminfo, uptime, version, loadavg, mounts, <pid>/..."""
     from farm.sim import commands  # the text generators live with the commands that print them
@@ -987,17 +1007,16 @@ def build_proc(phone: Phone) -> VDir:
         for p in phone.procs.snapshot():
             d = VDir(mode=0o555, uid=p.uid, gid=p.uid, mtime=phone.clock.epoch_s)
             d.children["status"] = VFile(mode=0o444, uid=p.uid, gid=p.uid, size_hint=0,
-                                         content=_text(lambda p=p: commands.proc_status(
-                                             phone, p)), mtime=phone.clock.epoch_s)
+                                         content=_text(partial(commands.proc_status, phone,
+                                                               p)), mtime=phone.clock.epoch_s)
             d.children["cmdline"] = VFile(mode=0o444, uid=p.uid, gid=p.uid, size_hint=0,
-                                          content=lambda p=p: b"".join(
-                                              a.encode() + b"\0" for a in p.argv),
+                                          content=partial(_cmdline, p),
                                           mtime=phone.clock.epoch_s)
             d.children["comm"] = VFile(mode=0o644, uid=p.uid, gid=p.uid, size_hint=0,
-                                       content=lambda p=p: (p.name[:15] + "\n").encode(),
+                                       content=partial(_comm, p),
                                        mtime=phone.clock.epoch_s)
             d.children["stat"] = VFile(mode=0o444, uid=p.uid, gid=p.uid, size_hint=0,
-                                       content=_text(lambda p=p: commands.proc_stat(phone, p)),
+                                       content=_text(partial(commands.proc_stat, phone, p)),
                                        mtime=phone.clock.epoch_s)
             out[str(p.pid)] = d
         return out
@@ -1032,7 +1051,7 @@ def build_sys(phone: Phone) -> VDir:
     thermal = VDir(mode=0o755)
     for i, z in enumerate(prof.thermal.zones):
         zd = VDir(mode=0o755)
-        zd.children["type"] = ro(lambda z=z: z.type)
+        zd.children["type"] = ro(const(z.type))
 
         def temp(i: int = i) -> str:
             return str(round(th.snapshot().zones[i][2] * 1000))
@@ -1044,8 +1063,8 @@ def build_sys(phone: Phone) -> VDir:
         thermal.children[f"thermal_zone{i}"] = zd
     for i, cl in enumerate(prof.cpu.clusters):
         cd = VDir(mode=0o755)
-        cd.children["type"] = ro(lambda cl=cl: f"thermal-cpufreq-{cl.cpus[0]}")
-        cd.children["max_state"] = ro(lambda cl=cl: str(len(cl.freqs_khz) - 1))
+        cd.children["type"] = ro(const(f"thermal-cpufreq-{cl.cpus[0]}"))
+        cd.children["max_state"] = ro(const(str(len(cl.freqs_khz) - 1)))
 
         def cur_state(i: int = i) -> str:
             c = prof.cpu.clusters[i]
@@ -1072,16 +1091,16 @@ def build_sys(phone: Phone) -> VDir:
         policies.children[f"policy{first}"] = pol
         freqs = " ".join(str(f) for f in cl.freqs_khz)
         related = " ".join(str(c) for c in cl.cpus)
-        pol.children["cpuinfo_max_freq"] = ro(lambda cl=cl: str(cl.max_freq_khz))
-        pol.children["cpuinfo_min_freq"] = ro(lambda cl=cl: str(cl.min_freq_khz))
-        pol.children["cpuinfo_cur_freq"] = ro(lambda f=first: str(th.scaling_cur_freq_khz(f)),
+        pol.children["cpuinfo_max_freq"] = ro(const(str(cl.max_freq_khz)))
+        pol.children["cpuinfo_min_freq"] = ro(const(str(cl.min_freq_khz)))
+        pol.children["cpuinfo_cur_freq"] = ro(partial(_str_of, th.scaling_cur_freq_khz, first),
                                               0o400)
-        pol.children["scaling_cur_freq"] = ro(lambda f=first: str(th.scaling_cur_freq_khz(f)))
-        pol.children["scaling_max_freq"] = ro(lambda f=first: str(th.scaling_max_freq_khz(f)),
+        pol.children["scaling_cur_freq"] = ro(partial(_str_of, th.scaling_cur_freq_khz, first))
+        pol.children["scaling_max_freq"] = ro(partial(_str_of, th.scaling_max_freq_khz, first),
                                               0o664, AID_SYSTEM)
-        pol.children["scaling_min_freq"] = ro(lambda cl=cl: str(cl.min_freq_khz), 0o664,
+        pol.children["scaling_min_freq"] = ro(const(str(cl.min_freq_khz)), 0o664,
                                               AID_SYSTEM)
-        pol.children["scaling_available_frequencies"] = ro(lambda s=freqs: s)
+        pol.children["scaling_available_frequencies"] = ro(const(freqs))
         pol.children["scaling_governor"] = ro(lambda: "schedutil" if prof.sdk >= 28
                                               else "interactive", 0o664, AID_SYSTEM)
         pol.children["scaling_available_governors"] = ro(
@@ -1090,10 +1109,10 @@ def build_sys(phone: Phone) -> VDir:
         pol.children["scaling_driver"] = ro(lambda: "qcom-cpufreq-hw"
                                             if prof.soc_manufacturer.startswith("Q")
                                             else "mtk-cpufreq")
-        pol.children["related_cpus"] = ro(lambda s=related: s)
-        pol.children["affected_cpus"] = ro(lambda s=related: s)
+        pol.children["related_cpus"] = ro(const(related))
+        pol.children["affected_cpus"] = ro(const(related))
         stats = VDir(mode=0o755)
-        stats.children["time_in_state"] = ro(lambda cl=cl, f=first: _time_in_state(phone, cl, f))
+        stats.children["time_in_state"] = ro(partial(_time_in_state, phone, cl, first))
         pol.children["stats"] = stats
         for c in cl.cpus:
             cd = VDir(mode=0o755)
@@ -1101,7 +1120,7 @@ def build_sys(phone: Phone) -> VDir:
             cd.children["online"] = ro(lambda: "1", 0o644)
             topo = VDir(mode=0o755)
             topo.children["physical_package_id"] = ro(lambda: "0")
-            topo.children["core_id"] = ro(lambda c=c: str(c))
+            topo.children["core_id"] = ro(const(str(c)))
             cd.children["topology"] = topo
             cpu_root.children[f"cpu{c}"] = cd
     sysd.children["devices"] = VDir(mode=0o755, children={
@@ -1113,10 +1132,7 @@ def build_sys(phone: Phone) -> VDir:
     return sysd
 
 
-def _time_in_state(phone: Phone, cl: object, first: int) -> str:
-    from farm.sim.profiles import ClusterSpec
-
-    assert isinstance(cl, ClusterSpec)
+def _time_in_state(phone: Phone, cl: ClusterSpec, first: int) -> str:
     uptime_cs = int(phone.clock.uptime_s() * 100)
     lines = []
     share = [0.55] + [0.45 / max(1, len(cl.freqs_khz) - 1)] * (len(cl.freqs_khz) - 1)

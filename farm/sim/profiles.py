@@ -427,7 +427,7 @@ class _Section:
             return default
         return self.data[key]
 
-    def str(self, key: str, default: Any = ...) -> str:
+    def text(self, key: str, default: Any = ...) -> str:
         v = self.get(key, default)
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             v = str(v)
@@ -435,7 +435,7 @@ class _Section:
             raise self._fail(key, f"expected a string, got {v!r}")
         return v
 
-    def int(self, key: str, default: Any = ..., lo: int | None = None) -> int:
+    def integer(self, key: str, default: Any = ..., lo: int | None = None) -> int:
         v = self.get(key, default)
         if isinstance(v, bool) or not isinstance(v, int):
             raise self._fail(key, f"expected an integer, got {v!r}")
@@ -443,7 +443,7 @@ class _Section:
             raise self._fail(key, f"must be >= {lo}, got {v}")
         return v
 
-    def float(self, key: str, default: Any = ..., lo: float | None = None,
+    def number(self, key: str, default: Any = ..., lo: float | None = None,
               hi: float | None = None) -> float:
         v = self.get(key, default)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -454,7 +454,7 @@ class _Section:
             raise self._fail(key, f"must be <= {hi}, got {v}")
         return float(v)
 
-    def bool(self, key: str, default: Any = ...) -> bool:
+    def flag(self, key: str, default: Any = ...) -> bool:
         v = self.get(key, default)
         if not isinstance(v, bool):
             raise self._fail(key, f"expected true or false, got {v!r}")
@@ -466,7 +466,7 @@ class _Section:
             raise self._fail(key, f"invalid value {v!r}; allowed: {', '.join(allowed)}")
         return str(v)
 
-    def list(self, key: str, default: Any = ...) -> list[Any]:
+    def items(self, key: str, default: Any = ...) -> list[Any]:
         v = self.get(key, default)
         if not isinstance(v, list):
             raise self._fail(key, f"expected a list, got {v!r}")
@@ -474,7 +474,7 @@ class _Section:
 
     def str_list(self, key: str, default: Any = ..., allowed: Sequence[str] | None = None,
                  nonempty: bool = False) -> tuple[str, ...]:
-        items = self.list(key, default)
+        items = self.items(key, default)
         out: list[str] = []
         for i, v in enumerate(items):
             if not isinstance(v, str):
@@ -496,9 +496,9 @@ class _Section:
         out = []
         for name in allowed:
             if name in required:
-                out.append((name, sub.float(name, lo=1e-6)))
+                out.append((name, sub.number(name, lo=1e-6)))
             elif name in sub.data:
-                out.append((name, sub.float(name, lo=1e-6)))
+                out.append((name, sub.number(name, lo=1e-6)))
         sub.finish()
         return tuple(out)
 
@@ -509,7 +509,7 @@ class _Section:
         return _Section(self.file, self._where(key), v)
 
     def sections(self, key: str) -> Iterator[_Section]:
-        for i, v in enumerate(self.list(key)):
+        for i, v in enumerate(self.items(key)):
             yield _Section(self.file, f"{self._where(key)}[{i}]", v)
 
     def finish(self) -> None:
@@ -520,17 +520,17 @@ class _Section:
 
 
 def _load_cluster(s: _Section) -> ClusterSpec:
-    cpus = s.list("cpus")
+    cpus = s.items("cpus")
     if not cpus or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
                            for c in cpus):
         raise ConfigError(f"{s.file}: {s.path}.cpus: expected a non-empty list of CPU numbers")
-    freqs = s.list("freqs_khz")
+    freqs = s.items("freqs_khz")
     if not freqs or not all(isinstance(f, int) and f > 0 for f in freqs) or freqs != sorted(freqs):
         raise ConfigError(f"{s.file}: {s.path}.freqs_khz: expected ascending positive integers")
     c = ClusterSpec(
-        name=s.str("name"), core=s.str("core"), part=s.str("part"), cpus=tuple(cpus),
-        freqs_khz=tuple(freqs), rel_speed=s.float("rel_speed", lo=0.01, hi=1.0),
-        power_w=s.float("power_w", lo=0.0),
+        name=s.text("name"), core=s.text("core"), part=s.text("part"), cpus=tuple(cpus),
+        freqs_khz=tuple(freqs), rel_speed=s.number("rel_speed", lo=0.01, hi=1.0),
+        power_w=s.number("power_w", lo=0.0),
     )
     s.finish()
     return c
@@ -548,10 +548,10 @@ def _load_cpu(s: _Section) -> CpuSpec:
         raise ConfigError(f"{s.file}: {s.path}.clusters: the fastest cluster must have "
                           f"rel_speed 1.0")
     cpu = CpuSpec(
-        arch=s.choice("arch", ARCHES), hardware=s.str("hardware"),
+        arch=s.choice("arch", ARCHES), hardware=s.text("hardware"),
         features=s.str_list("features", nonempty=True), clusters=clusters,
-        thread_imbalance=s.float("thread_imbalance", lo=0.0, hi=1.0),
-        thread_sync_us=s.float("thread_sync_us", lo=0.0),
+        thread_imbalance=s.number("thread_imbalance", lo=0.0, hi=1.0),
+        thread_sync_us=s.number("thread_sync_us", lo=0.0),
     )
     s.finish()
     return cpu
@@ -561,12 +561,12 @@ def _load_gpu(s: _Section | None) -> GpuSpec | None:
     if s is None:
         return None
     g = GpuSpec(
-        name=s.str("name"), delegate=s.choice("delegate", GPU_DELEGATES),
+        name=s.text("name"), delegate=s.choice("delegate", GPU_DELEGATES),
         int8=s.choice("int8", GPU_INT8),
         gmacs=s.rates("gmacs", ("fp32", "fp16"), ("fp32", "fp16")),
-        op_overhead_us=s.float("op_overhead_us", lo=0.0),
-        partition_overhead_us=s.float("partition_overhead_us", lo=0.0),
-        init_ms=s.float("init_ms", lo=0.0), power_w=s.float("power_w", lo=0.0),
+        op_overhead_us=s.number("op_overhead_us", lo=0.0),
+        partition_overhead_us=s.number("partition_overhead_us", lo=0.0),
+        init_ms=s.number("init_ms", lo=0.0), power_w=s.number("power_w", lo=0.0),
     )
     s.finish()
     return g
@@ -579,10 +579,10 @@ def _load_nnapi(s: _Section) -> NnapiSpec:
         accelerators=s.str_list("accelerators", default=[]),
         gmacs=s.rates("gmacs", DTYPES, ("fp32", "int8") if mode == "vendor" else (), default={}),
         unsupported_ops=s.str_list("unsupported_ops", default=[]),
-        op_overhead_us=s.float("op_overhead_us", default=20.0, lo=0.0),
-        partition_overhead_us=s.float("partition_overhead_us", default=100.0, lo=0.0),
-        init_ms=s.float("init_ms", default=500.0, lo=0.0),
-        power_w=s.float("power_w", default=1.5, lo=0.0),
+        op_overhead_us=s.number("op_overhead_us", default=20.0, lo=0.0),
+        partition_overhead_us=s.number("partition_overhead_us", default=100.0, lo=0.0),
+        init_ms=s.number("init_ms", default=500.0, lo=0.0),
+        power_w=s.number("power_w", default=1.5, lo=0.0),
     )
     if mode == "vendor" and not n.accelerators:
         raise ConfigError(f"{s.file}: {s.path}.accelerators: a vendor NNAPI needs accelerators")
@@ -596,11 +596,11 @@ def _load_nnapi(s: _Section) -> NnapiSpec:
 def _load_perf(s: _Section) -> PerfSpec:
     p = PerfSpec(
         cpu_gmacs=s.rates("cpu_gmacs", DTYPES, DTYPES),
-        xnnpack_off_factor=s.float("xnnpack_off_factor", lo=0.05, hi=2.0),
-        op_overhead_us=s.float("op_overhead_us", lo=0.0),
-        elementwise_gelem_s=s.float("elementwise_gelem_s", lo=1e-6),
-        init_ms=s.float("init_ms", lo=0.0),
-        noise_cv=s.float("noise_cv", lo=0.0, hi=1.0),
+        xnnpack_off_factor=s.number("xnnpack_off_factor", lo=0.05, hi=2.0),
+        op_overhead_us=s.number("op_overhead_us", lo=0.0),
+        elementwise_gelem_s=s.number("elementwise_gelem_s", lo=1e-6),
+        init_ms=s.number("init_ms", lo=0.0),
+        noise_cv=s.number("noise_cv", lo=0.0, hi=1.0),
     )
     s.finish()
     return p
@@ -609,32 +609,32 @@ def _load_perf(s: _Section) -> PerfSpec:
 def _load_thermal(s: _Section) -> ThermalSpec:
     trips = []
     for t in s.sections("trip_points"):
-        trips.append(TripPoint(temp_c=t.float("temp_c"),
-                               cap_fraction=t.float("cap_fraction", lo=0.05, hi=1.0)))
+        trips.append(TripPoint(temp_c=t.number("temp_c"),
+                               cap_fraction=t.number("cap_fraction", lo=0.05, hi=1.0)))
         t.finish()
     if [t.temp_c for t in trips] != sorted(t.temp_c for t in trips):
         raise ConfigError(f"{s.file}: {s.path}.trip_points: must be in ascending temp_c order")
     zones = []
     for z in s.sections("zones"):
-        zones.append(ZoneSpec(type=z.str("type"),
+        zones.append(ZoneSpec(type=z.text("type"),
                               hal_type=_hal(z),
-                              factor=z.float("factor", lo=0.0),
-                              offset_c=z.float("offset_c", default=0.0)))
+                              factor=z.number("factor", lo=0.0),
+                              offset_c=z.number("offset_c", default=0.0)))
         z.finish()
     if not zones:
         raise ConfigError(f"{s.file}: {s.path}.zones: must not be empty")
-    thresholds = s.list("status_thresholds_c")
+    thresholds = s.items("status_thresholds_c")
     if (len(thresholds) != 6 or not all(isinstance(x, (int, float)) for x in thresholds)
             or list(thresholds) != sorted(thresholds)):
         raise ConfigError(f"{s.file}: {s.path}.status_thresholds_c: expected 6 ascending numbers "
                           f"(LIGHT, MODERATE, SEVERE, CRITICAL, EMERGENCY, SHUTDOWN)")
     th = ThermalSpec(
-        ambient_c=s.float("ambient_c", lo=-20.0, hi=60.0),
-        heat_capacity_j_per_c=s.float("heat_capacity_j_per_c", lo=0.1),
-        cooling_w_per_c=s.float("cooling_w_per_c", lo=0.001),
-        idle_power_w=s.float("idle_power_w", lo=0.0),
-        power_exponent=s.float("power_exponent", default=2.5, lo=1.0, hi=4.0),
-        hysteresis_c=s.float("hysteresis_c", default=2.0, lo=0.0),
+        ambient_c=s.number("ambient_c", lo=-20.0, hi=60.0),
+        heat_capacity_j_per_c=s.number("heat_capacity_j_per_c", lo=0.1),
+        cooling_w_per_c=s.number("cooling_w_per_c", lo=0.001),
+        idle_power_w=s.number("idle_power_w", lo=0.0),
+        power_exponent=s.number("power_exponent", default=2.5, lo=1.0, hi=4.0),
+        hysteresis_c=s.number("hysteresis_c", default=2.0, lo=0.0),
         trip_points=tuple(trips),
         status_thresholds_c=tuple(float(x) for x in thresholds),
         zones=tuple(zones),
@@ -653,9 +653,9 @@ def _hal(z: _Section) -> int:
 
 def _load_battery(s: _Section) -> BatterySpec:
     b = BatterySpec(
-        level_pct=s.int("level_pct", lo=0), capacity_mah=s.int("capacity_mah", lo=1),
-        voltage_mv=s.int("voltage_mv", lo=1), technology=s.str("technology", default="Li-ion"),
-        plugged=s.choice("plugged", PLUGGED), temp_factor=s.float("temp_factor", lo=0.0, hi=1.0),
+        level_pct=s.integer("level_pct", lo=0), capacity_mah=s.integer("capacity_mah", lo=1),
+        voltage_mv=s.integer("voltage_mv", lo=1), technology=s.text("technology", default="Li-ion"),
+        plugged=s.choice("plugged", PLUGGED), temp_factor=s.number("temp_factor", lo=0.0, hi=1.0),
     )
     if b.level_pct > 100:
         raise ConfigError(f"{s.file}: {s.path}.level_pct: must be <= 100, got {b.level_pct}")
@@ -666,7 +666,7 @@ def _load_battery(s: _Section) -> BatterySpec:
 def profile_from_dict(data: Any, *, source_file: str) -> Profile:
     """Validate a parsed YAML document; raise ConfigError naming file, key path and choices."""
     root = _Section(source_file, "", data)
-    version = root.int("schema_version")
+    version = root.integer("schema_version")
     if version != SCHEMA_VERSION:
         raise ConfigError(f"{source_file}: schema_version: unsupported version {version}; "
                           f"allowed: {SCHEMA_VERSION}")
@@ -679,9 +679,9 @@ def profile_from_dict(data: Any, *, source_file: str) -> Profile:
     extra = dev.section("extra_props", default={})
     extra_props: tuple[tuple[str, str], ...] = ()
     if extra is not None:
-        extra_props = tuple((str(k), extra.str(str(k))) for k in list(extra.data))
+        extra_props = tuple((str(k), extra.text(str(k))) for k in list(extra.data))
         extra.finish()
-    tf = root.str("benchmark_model_tf_version")
+    tf = root.text("benchmark_model_tf_version")
     try:
         tuple(int(x) for x in tf.split(".")[:2])
     except ValueError:
@@ -694,31 +694,31 @@ def profile_from_dict(data: Any, *, source_file: str) -> Profile:
     assert nnapi_s is not None and perf_s is not None
     assert thermal_s is not None and battery_s is not None
     p = Profile(
-        name=root.str("name"),
+        name=root.text("name"),
         source_file=source_file,
-        description=root.str("description", default=""),
-        manufacturer=dev.str("manufacturer"),
-        brand=dev.str("brand"),
-        model=dev.str("model"),
-        marketing_name=dev.str("marketing_name", default=""),
-        device=dev.str("device"),
-        product=dev.str("product"),
-        board=dev.str("board"),
-        hardware=dev.str("hardware"),
-        soc_manufacturer=dev.str("soc_manufacturer"),
-        soc_model=dev.str("soc_model"),
+        description=root.text("description", default=""),
+        manufacturer=dev.text("manufacturer"),
+        brand=dev.text("brand"),
+        model=dev.text("model"),
+        marketing_name=dev.text("marketing_name", default=""),
+        device=dev.text("device"),
+        product=dev.text("product"),
+        board=dev.text("board"),
+        hardware=dev.text("hardware"),
+        soc_manufacturer=dev.text("soc_manufacturer"),
+        soc_model=dev.text("soc_model"),
         abis=dev.str_list("abis", allowed=ABIS, nonempty=True),
-        sdk=dev.int("sdk", lo=21),
-        release=dev.str("release"),
-        build_id=dev.str("build_id"),
-        incremental=dev.str("incremental"),
-        security_patch=dev.str("security_patch"),
-        build_date_utc=dev.int("build_date_utc", lo=0),
-        kernel=dev.str("kernel"),
-        shell_v2=dev.bool("shell_v2"),
-        ram_mb=mem.int("ram_mb", lo=256),
-        storage_total_mb=mem.int("storage_total_mb", lo=64),
-        storage_free_mb=mem.int("storage_free_mb", lo=0),
+        sdk=dev.integer("sdk", lo=21),
+        release=dev.text("release"),
+        build_id=dev.text("build_id"),
+        incremental=dev.text("incremental"),
+        security_patch=dev.text("security_patch"),
+        build_date_utc=dev.integer("build_date_utc", lo=0),
+        kernel=dev.text("kernel"),
+        shell_v2=dev.flag("shell_v2"),
+        ram_mb=mem.integer("ram_mb", lo=256),
+        storage_total_mb=mem.integer("storage_total_mb", lo=64),
+        storage_free_mb=mem.integer("storage_free_mb", lo=0),
         cpu=_load_cpu(cpu_s),
         gpu=_load_gpu(root.section("gpu", default=None)),
         nnapi=_load_nnapi(nnapi_s),

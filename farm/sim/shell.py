@@ -397,15 +397,15 @@ class InStream:
     def read(self, n: int = -1) -> bytes:
         """Up to n bytes (all until EOF with n < 0); b'' at EOF."""
         if n < 0:
-            out = bytearray(self._pending)
+            acc = bytearray(self._pending)
             self._pending.clear()
             while not self._eof:
                 chunk = self._read_chunk()
                 if not chunk:
                     self._eof = True
                     break
-                out += chunk
-            return bytes(out)
+                acc += chunk
+            return bytes(acc)
         if not self._pending and not self._eof:
             chunk = self._read_chunk()
             if not chunk:
@@ -802,7 +802,7 @@ class Parser:
         return Pipeline(cmds, negate)
 
     def parse_redirs(self) -> list[Redir]:
-        out = []
+        out: list[Redir] = []
         while True:
             r = self.try_redir()
             if r is None:
@@ -872,7 +872,7 @@ class Parser:
 
     def parse_if(self) -> If:
         self.i += 1
-        branches = []
+        branches: list[tuple[Node, Node]] = []
         cond = self.parse_list(("then",))
         self.expect_word("then", "if")
         body = self.parse_list(("elif", "else", "fi"))
@@ -891,8 +891,8 @@ class Parser:
                 else_body = self.parse_list(("fi",))
             self.expect_word("fi", "if")
             break
-        for cond_body in branches:
-            if not cond_body[0].items:
+        for branch_cond, _ in branches:
+            if isinstance(branch_cond, Seq) and not branch_cond.items:
                 raise ShellSyntaxError("'then' unexpected")
         return If(branches, else_body, self.parse_redirs())
 
