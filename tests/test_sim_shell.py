@@ -453,6 +453,22 @@ def test_hangup_ends_the_session(phone: Phone) -> None:
     assert b"never" not in out
 
 
+def test_interactive_shell(phone: Phone) -> None:
+    out = bytearray()
+    proc = phone.spawn("", pty=True, on_stdout=out.extend, on_stderr=out.extend)
+    for line in (b"cd /data/local/tmp\n", b"false\n", b"for i in 1 2\n", b"do echo $i; done\n",
+                 b"exit 5\n"):
+        proc.write_stdin(line)
+    assert proc.wait(5) == 5
+    assert out.decode() == ("e3q:/ $ e3q:/data/local/tmp $ 1|e3q:/data/local/tmp $ > 1\n2\n"
+                            "e3q:/data/local/tmp $ ")
+    out.clear()
+    proc = phone.spawn("", pty=False, on_stdout=out.extend, on_stderr=out.extend)
+    proc.write_stdin(b"echo piped\n")
+    proc.close_stdin()
+    assert proc.wait(5) == 0 and out == b"piped\n"  # no terminal: no prompts
+
+
 def test_stdin_from_the_host(phone: Phone) -> None:
     out = bytearray()
     proc = phone.spawn(f"cat > {T}/in.txt; wc -c < {T}/in.txt", pty=False,

@@ -103,7 +103,8 @@ class Process:
         out = CallbackOut(on_stdout, pty, lock)
         err = out if pty else CallbackOut(on_stderr, False, threading.Lock())
         stdin = PipeIn(self._stdin, tty=pty)
-        self.sh: SimProc = phone.procs.spawn(ppid=702, name="sh", argv=(SH, "-c", command))
+        argv = (SH, "-c", command) if command.strip() else ("-" + SH.rsplit("/", 1)[-1],)
+        self.sh: SimProc = phone.procs.spawn(ppid=702, name="sh", argv=argv)
         state = ShellState(vars=phone.initial_env(), exported=set(phone.initial_env()),
                            cwd="/", affinity=(1 << phone.profile.cpu.cpu_count) - 1)
         self.sh.affinity = state.affinity
@@ -119,7 +120,10 @@ class Process:
 
     def _run(self) -> None:
         try:
-            status = self._shell.run_script(self.command)
+            if self.command.strip():
+                status = self._shell.run_script(self.command)
+            else:  # `adb shell` with no command: an interactive shell on the pty
+                status = self._shell.run_interactive(self.phone.props["ro.product.device"])
             # a non-interactive mksh waits for nothing else; background jobs keep running
             self._status = status & 0xFF if status <= 255 else 255
         except BaseException:  # noqa: BLE001 - a simulator bug must not hang the adb stream

@@ -1135,6 +1135,46 @@ class Shell:
                 self.err(f"{self.name}: {e}\n")
                 return 1
 
+    def run_interactive(self, hostname: str) -> int:
+        """An interactive mksh on a terminal (`adb shell` with no command): prompt, read a
+        line, run it, until `exit` or EOF. The prompt is Android's PS1: `[N|]host:/path $ `."""
+        with _Current(self.proc):
+            buf = ""
+            while True:
+                status = self.state.status
+                prompt = "> " if buf else (f"{status}|" if status else "") + (
+                    f"{hostname}:{self.state.cwd} $ ")
+                try:
+                    if self.tty:  # mksh prompts only when it is interactive (a terminal)
+                        self.streams.stderr.write(prompt.encode())
+                    line = self.streams.stdin.readline()
+                except Signalled as e:
+                    return 128 + e.sig
+                if not line:
+                    return status
+                buf += line.decode(errors="replace")
+                try:
+                    tree = parse(buf)
+                except ShellSyntaxError as e:
+                    msg = str(e)
+                    if any(k in msg for k in ("unmatched", "unexpected EOF", "no closing quote",
+                                              "missing '}'")):
+                        continue  # keep reading: PS2
+                    self.err(f"{self.name}: syntax error: {msg}\n")
+                    self.state.status = 1
+                    buf = ""
+                    continue
+                buf = ""
+                try:
+                    self.run(tree, self.streams)
+                except ExitShell as e:
+                    return e.status & 0xFF
+                except Signalled as e:
+                    return 128 + e.sig
+                except ShellSyntaxError as e:
+                    self.err(f"{self.name}: {e}\n")
+                    self.state.status = 1
+
     def err(self, text: str) -> None:
         """Write to the shell's stderr, ignoring a vanished reader."""
         try:
