@@ -171,6 +171,26 @@ def test_output_filepath_peak_memory_and_require_full(make_phone,  # noqa: F811
     assert "ERROR: Disallowed CPU fallback detected." in err
 
 
+def test_loop_semantics_and_ignored_op_profiling(make_phone,  # noqa: F811
+                                                 models: dict[str, bytes]) -> None:
+    phone = ready(make_phone, "midrange", {"fp32": models["fp32"]}, time_scale=500.0)
+    base = f"--graph={T}/fp32.tflite --warmup_runs=3 --warmup_min_secs=0 --min_secs=0"
+    rc, out, err, p = bench(phone, f"{base} --num_runs=7 --run_delay=0.2 "
+                                   "--enable_op_profiling=true")
+    assert rc == 0 and p.success
+    assert (p.warmup_count, p.count) == (3, 7)
+    assert any("Op profiling is not emulated" in w for w in p.warnings)
+    t0 = phone.clock.now_s()
+    # min_secs keeps it running past num_runs: count * avg covers the simulated 2 s
+    rc, out, err, p = bench(phone, f"{base} --num_runs=1 --min_secs=2")
+    assert p.count and p.avg_us and p.count > 1
+    assert p.count * p.avg_us / 1e6 == pytest.approx(2.0, rel=0.05)
+    assert phone.clock.now_s() - t0 >= 2.0
+    # max_secs stops it before num_runs
+    rc, out, err, p = bench(phone, f"{base} --num_runs=1000000 --max_secs=1")
+    assert p.count and p.count < 1000000 and p.count * (p.avg_us or 0) / 1e6 < 1.1
+
+
 # --------------------------------------------------------------------------- truths
 
 

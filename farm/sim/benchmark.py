@@ -364,7 +364,6 @@ def _partitions(supported: Sequence[bool]) -> list[list[int]]:
 def _apply(name: str, kernel_limit: int, executor: list[str], candidates: list[bool],
            ops: Sequence[OpWork]) -> tuple[int, int, int, list[list[int]]]:
     """Delegate the supported CPU nodes; returns (replaced, total_now, partitions, parts)."""
-    live = [i for i, e in enumerate(executor) if e == "cpu"]
     total_now = sum(1 for e in executor if e == "cpu") + len(
         {e for e in executor if e != "cpu"})
     mask = [executor[i] == "cpu" and candidates[i] for i in range(len(executor))]
@@ -377,7 +376,6 @@ def _apply(name: str, kernel_limit: int, executor: list[str], candidates: list[b
         for i in p:
             executor[i] = name
             replaced += 1
-    _ = live
     return replaced, total_now, len(parts), parts
 
 
@@ -995,6 +993,7 @@ def run_benchmark_model(ctx: Ctx, abi: str) -> int:
         out.write("", "".join(head[: loaded + 1]))
     else:
         out.write("".join(head[: loaded + 1]), head_e)
+    loops: _Loops | None = None
     try:
         ctx.sleep(init_us / 1e6)
         proc.rss_kb = int(mem_init * 1024 + 3_600)
@@ -1011,8 +1010,8 @@ def run_benchmark_model(ctx: Ctx, abi: str) -> int:
             while True:
                 ctx.check()
                 proc.event.wait(1.0)
-        samples = _Loops(ctx, profile, work, plan, opts, parsed, version, rng)
-        warm = samples.loop(fi.warmup_runs, fi.warmup_min_secs, fi.max_secs, first=True)
+        loops = _Loops(ctx, profile, work, plan, opts, parsed, version, rng)
+        warm = loops.loop(fi.warmup_runs, fi.warmup_min_secs, fi.max_secs, first=True)
         fi_w = replace(fi, warmup_us=tuple(warm))
         wo, we = format_output(fi_w, era=era)
         wlines = _split_lines(we if stream_is_err else wo)
@@ -1021,14 +1020,13 @@ def run_benchmark_model(ctx: Ctx, abi: str) -> int:
         out.write("", chunk) if stream_is_err else out.write(chunk, "")
         proc.rss_kb = int(mem_overall * 1024 + 3_600)
         proc.hwm_kb = max(proc.hwm_kb, proc.rss_kb)
-        regular = samples.loop(fi.num_runs, fi.min_secs, fi.max_secs, first=False)
+        regular = loops.loop(fi.num_runs, fi.min_secs, fi.max_secs, first=False)
     except Interrupted:
         ctx.check()
         raise
     finally:
-        samples_obj = locals().get("samples")
-        if isinstance(samples_obj, _Loops):
-            samples_obj.stop()
+        if loops is not None:
+            loops.stop()
         proc.state = "S"
     peak = None
     vm = None

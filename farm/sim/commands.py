@@ -1972,7 +1972,7 @@ def _stat_field(subs: dict[str, str], m: re.Match[str]) -> str:
 
 
 def t_du(ctx: Ctx) -> int:
-    """du [-sk] [-h] [PATH...]"""
+    """du [-sk] [-h] [PATH...]: totals per argument."""
     flags = "".join(a[1:] for a in ctx.argv[1:] if a.startswith("-"))
     paths = [a for a in ctx.argv[1:] if not a.startswith("-")] or ["."]
     fs = ctx.phone.fs
@@ -1980,11 +1980,8 @@ def t_du(ctx: Ctx) -> int:
     for p in paths:
         total = 0
         try:
-            for sub, s in fs.walk(p, ctx.cwd):
-                kb = (s.size + 4095) // 4096 * 4
-                total += kb
-                if "s" not in flags and s.is_dir and sub != fs.abspath(p, ctx.cwd):
-                    pass
+            for _, s in fs.walk(p, ctx.cwd):
+                total += (s.size + 4095) // 4096 * 4
         except OSError as e:
             ctx.error(f"{p}: {_err_text(e)}")
             status = 1
