@@ -281,9 +281,12 @@ class SimFaults(Protocol):
 class SimPhone(Protocol):
     """What the transport needs from a phone (implemented by `farm.sim.phone.Phone`)."""
 
-    serial: str
-    props: Mapping[str, str]
-    faults: SimFaults
+    @property
+    def serial(self) -> str: ...
+    @property
+    def props(self) -> Mapping[str, str]: ...
+    @property
+    def faults(self) -> SimFaults: ...
 
     def banner(self) -> bytes: ...
 
@@ -297,7 +300,7 @@ class SimPhone(Protocol):
     ) -> SimProcess: ...
 
     def sync_stat(self, path: str) -> tuple[int, int, int] | None: ...
-    def sync_stat_v2(self, path: str) -> dict[str, Any]: ...
+    def sync_stat_v2(self, path: str, *, follow: bool = True) -> dict[str, Any]: ...
     def sync_list(self, path: str) -> list[tuple[str, int, int, int]]: ...
     def sync_open_write(self, path: str, mode: int) -> BinaryIO: ...
     def sync_finish_write(self, path: str, f: BinaryIO, mtime: int, ok: bool) -> None: ...
@@ -659,7 +662,7 @@ class _SyncService:
         if ident == b"QUIT":
             return False
         if length > SYNC_PATH_MAX:
-            self.out.write(sync_fail("path too long"))
+            self._fail(sync_fail("path too long"))
             return False
         raw = self.reader.read_exact(length)
         if raw is None:
@@ -673,7 +676,7 @@ class _SyncService:
             b"RCV2": "sendrecv_v2",
         }
         if ident in v2_ok and v2_ok[ident] not in self.features:
-            self.out.write(sync_fail(f"unknown command {int.from_bytes(ident, 'little'):08x}"))
+            self._fail(sync_fail(f"unknown command {int.from_bytes(ident, 'little'):08x}"))
             return False
         if ident == b"STAT":
             st = self.phone.sync_stat(path)
@@ -681,7 +684,7 @@ class _SyncService:
             self.out.write(struct.pack("<4sIII", b"STAT", mode, size & 0xFFFFFFFF, mtime))
             return True
         if ident in (b"STA2", b"LST2"):
-            self.out.write(stat_v2_bytes(ident, self._stat_v2(path)))
+            self.out.write(stat_v2_bytes(ident, self._stat_v2(path, follow=ident == b"STA2")))
             return True
         if ident in (b"LIST", b"LIS2"):
             self._list(path, v2=ident == b"LIS2")
@@ -690,12 +693,16 @@ class _SyncService:
             return self._send(path, v2=ident == b"SND2")
         if ident in (b"RECV", b"RCV2"):
             return self._recv(path, v2=ident == b"RCV2")
-        self.out.write(sync_fail(f"unknown command {int.from_bytes(ident, 'little'):08x}"))
+        self._fail(sync_fail(f"unknown command {int.from_bytes(ident, 'little'):08x}"))
         return False
 
-    def _stat_v2(self, path: str) -> dict[str, Any]:
+    def _fail(self, message: bytes) -> None:
+        logger.info("%s: sync: %s", self.phone.serial, message[8:].decode(errors="replace"))
+        self.out.write(message)
+
+    def _stat_v2(self, path: str, *, follow: bool) -> dict[str, Any]:
         try:
-            return dict(self.phone.sync_stat_v2(path))
+            return dict(self.phone.sync_stat_v2(path, follow=follow))
         except OSError as e:
             return {"error": e.errno or errno.EIO}
 
@@ -712,7 +719,7 @@ class _SyncService:
             else:
                 st = {"mode": mode, "size": size, "mtime": mtime}
                 if name not in (".", ".."):
-                    full = self._stat_v2(f"{base}/{name}")
+                    full = self._stat_v2(f"{base}/{name}", follow=False)
                     if not full.get("error", full.get("errno", 0)):
                         st = full
                 fields = stat_v2_bytes(b"DNT2", st)
@@ -737,7 +744,7 @@ class _SyncService:
         if flags & ~SYNC_FLAG_DRY_RUN or (
             dry_run and "sendrecv_v2_dry_run_send" not in self.features
         ):
-            self.out.write(sync_fail(f"unknown flags: {flags}"))
+            self._fail(sync_fail(f"unknown flags: {flags}"))
             return False
         f: BinaryIO | None = None
         failure: bytes | None = None
@@ -765,18 +772,18 @@ class _SyncService:
             elif ident == b"DONE":
                 if failure is not None:
                     self._finish(path, f, size, ok=False)
-                    self.out.write(failure)
+                    self._fail(failure)
                     return False
                 try:
                     self._finish(path, f, size, ok=True)
                 except OSError as e:
-                    self.out.write(sync_fail_errno("write failed", e))
+                    self._fail(sync_fail_errno("write failed", e))
                     return False
                 self.out.write(b"OKAY" + bytes(4))
                 return True
             else:
                 self._finish(path, f, 0, ok=False)
-                self.out.write(sync_fail("invalid data message"))
+                self._fail(sync_fail("invalid data message"))
                 return False
 
     def _finish(self, path: str, f: BinaryIO | None, mtime: int, *, ok: bool) -> None:
@@ -790,19 +797,19 @@ class _SyncService:
                 return False
             _, flags = struct.unpack("<4sI", setup)
             if flags:
-                self.out.write(sync_fail(f"unknown flags: {flags}"))
+                self._fail(sync_fail(f"unknown flags: {flags}"))
                 return False
         try:
             f = self.phone.sync_open_read(path)
         except OSError as e:
-            self.out.write(sync_fail_errno("open failed", e))
+            self._fail(sync_fail_errno("open failed", e))
             return False
         try:
             while True:
                 try:
                     data = f.read(SYNC_DATA_MAX)
                 except OSError as e:
-                    self.out.write(sync_fail_errno("read failed", e))
+                    self._fail(sync_fail_errno("read failed", e))
                     return False
                 if not data:
                     break
@@ -1057,6 +1064,8 @@ class AdbdServer:
         """Close the listener and every connection; running shells get SIGHUP."""
         self._stopped.set()
         with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        with contextlib.suppress(OSError):
             self._listener.close()
         self.drop_connections("adbd stopped")
         if self._accept_thread is not None:
@@ -1138,8 +1147,9 @@ class AdbdServer:
     def inject(self, kind: str, **params: Any) -> None:
         """Turn on a fault. Transport faults act here; the others only set the phone's flag.
 
-        - `disconnect`: drop the connection once `after_bytes` more bytes were sent to the host
-          (0: now); `times` drops in all (default 1; 0: refuse every reconnection too).
+        - `disconnect`: drop the connection once at least `after_bytes` more WRTE payload bytes
+          were sent to the host (0: now); `times` drops in all (default 1; 0: for good, every
+          reconnection is dropped too).
         - `unauthorized` / `offline`: the next handshakes get AUTH / no answer; live connections
           are dropped so that the adb server reconnects and sees it.
         - `slow`: every packet sent waits `delay_s` seconds.
@@ -1170,14 +1180,16 @@ class AdbdServer:
             self.drop_connections("handshake fault cleared")
 
     def count_and_check_drop(self, nbytes: int) -> bool:
-        """Count WRTE payload bytes; True when an armed disconnect fault fires now."""
+        """Called before each WRTE: True when an armed disconnect fault fires now (at least
+        `after_bytes` were sent since it was armed), else count the bytes about to go."""
         with self._lock:
-            self.stats.wrte_bytes_sent += nbytes
             plan = self._drop
             fire = plan is not None and self.stats.wrte_bytes_sent >= plan.threshold
-        if fire:
-            with self._lock:
+            if fire:
                 self.stats.connections_dropped += 1
+            else:
+                self.stats.wrte_bytes_sent += nbytes
+        if fire:
             self._consume_drop()
         return fire
 

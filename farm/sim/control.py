@@ -254,6 +254,8 @@ class RunningPhone:
         self.adbd.clear(kind)
         if any(kind in (None, k) for k in gone):
             for server in self.adb_servers:
+                if server.state(self.serial) == "absent":  # the server gave up retrying
+                    server.connect(self.serial, timeout_s=wait_s)
                 server.wait_for_state(self.serial, "device", timeout_s=wait_s)
 
     def active(self, kind: str) -> bool:
@@ -306,11 +308,10 @@ class Fleet:
             n = self._counts.get(stem, 0) + 1
             self._counts[stem] = n
             name = f"sim-{stem}-{n}"
-            root = self.root_dir / name
-            root.mkdir(parents=True, exist_ok=True)
+            self.root_dir.mkdir(parents=True, exist_ok=True)
             phone, profile_name = _make_phone(
                 profile,
-                root_dir=root,
+                root_dir=self.root_dir,  # the phone keeps its files in a folder named after it
                 name=name,
                 time_scale=self.time_scale,
                 seed=self.seed + len(self.phones),
