@@ -40,6 +40,7 @@ sim_fleet = fixtures_sim.sim_fleet
 
 pytestmark = pytest.mark.timeout(120)
 
+T = "/data/local/tmp"
 HOST_FEATURES = b"host::features=shell_v2,cmd,stat_v2,ls_v2,fixed_push_mkdir,apex,abb,sendrecv_v2"
 
 # --- pure codecs ---------------------------------------------------------------------------
@@ -316,6 +317,31 @@ def test_host_wrte_is_acknowledged_and_shell_v2_frames_stdin_and_exit(
     assert packets[-1] == (adbd.SHELL_EXIT, bytes([5]))  # exit comes last, after both streams
 
 
+def test_interactive_pty_echoes_and_translates_newlines(
+    raw_flagship: tuple[AdbdServer, RawHost],
+) -> None:
+    _, host = raw_flagship
+    host.handshake()
+    dev_id = host.open(4, "shell,v2,TERM=xterm-256color,pty:")  # `adb shell` at a terminal
+    keys = adbd.encode_shell_packet(adbd.SHELL_STDIN, b"echo hi\rexit 4\r")  # Enter sends CR
+    host.send(A_WRTE, 4, dev_id, keys)
+    dec = ShellPacketDecoder()
+    packets: list[tuple[int, bytes]] = []
+    while True:
+        got = host.recv()
+        assert got is not None
+        h, data = got
+        if h.command == A_CLSE:
+            break
+        if h.command == A_WRTE:
+            packets += dec.feed(data)
+            host.send(A_OKAY, 4, dev_id)
+    screen = b"".join(d for i, d in packets if i == adbd.SHELL_STDOUT)
+    assert b"echo hi\r\n" in screen  # the line discipline echoes what was typed
+    assert b"\r\nhi\r\n" in screen  # and turns the command's LF into CRLF
+    assert packets[-1] == (adbd.SHELL_EXIT, bytes([4]))
+
+
 def test_unauthorized_answers_auth_tokens_and_never_accepts(
     raw_flagship: tuple[AdbdServer, RawHost],
 ) -> None:
@@ -438,6 +464,13 @@ def test_stdin_reaches_shell_v2_commands(sim_fleet) -> None:
     assert handle.device().sync.read_text("/data/local/tmp/in.txt") == "one\ntwo\nthree\n"
 
 
+def test_shell_without_a_command_reads_commands_from_stdin(sim_fleet) -> None:
+    (handle,) = sim_fleet(["flagship"])
+    r = handle.adb("shell", input=b"echo first\ngetprop ro.farm.simulated\n")
+    assert r.returncode == 0
+    assert r.stdout == b"first\n1\n"
+
+
 def test_push_and_pull_50mb_with_sha256_on_the_phone(
     sim_fleet,
     tmp_path: Path,
@@ -494,12 +527,12 @@ def test_push_creates_directories_and_copies_user_bits(
     assert d.shell2("/data/local/tmp/a/b/run.sh", v2=True).stdout == "hi\n"
 
 
-def test_list_and_stat(sim_fleet) -> None:
-    fleet = sim_fleet(["flagship", "old_armv7"])  # LIS2/STA2 on one, LIST/STAT on the other
+def test_list_stat_and_the_v2_requests(sim_fleet, tmp_path: Path) -> None:
+    fleet = sim_fleet(["flagship", "old_armv7"])  # sync v2 on one, v1 only on the other
     for handle in fleet:
         d = handle.device()
-        d.sync.push(b"12345", "/data/local/tmp/five.txt")
-        entries = {e.path: e for e in d.sync.list("/data/local/tmp")}
+        d.sync.push(b"12345", f"{T}/five.txt")
+        entries = {e.path: e for e in d.sync.list(T)}
         assert {".", "..", "five.txt"} <= set(entries)
         assert entries["five.txt"].size == 5
         assert not d.sync.exists("/data/local/tmp/nothing-here")  # STAT: all zeros
@@ -508,6 +541,18 @@ def test_list_and_stat(sim_fleet) -> None:
         row = next(line for line in listing.splitlines() if line.endswith(" five.txt"))
         mode, size = row.split()[:2]
         assert int(mode, 16) & 0o170000 == 0o100000 and int(size, 16) == 5
+        local = tmp_path / handle.profile
+        assert handle.adb("pull", f"{T}/five.txt", str(local)).returncode == 0
+        assert handle.adb("push", str(local), f"{T}/six.txt").returncode == 0
+        assert local.read_bytes() == b"12345"
+    flagship = fleet[0]
+    dry = flagship.adb("push", "-n", str(tmp_path / "flagship"), f"{T}/dry.txt")
+    assert dry.returncode == 0, dry.stderr  # SND2 with the dry-run flag: nothing written
+    assert not flagship.device().sync.exists(f"{T}/dry.txt")
+    modern, old = (set(h.running.adbd.stats.sync_requests) for h in fleet)
+    # the adb CLI uses the v2 requests a phone advertises, and only those
+    assert {"STA2", "LIS2", "RCV2", "SND2"} <= modern
+    assert {"STAT", "LIST", "RECV", "SEND"} <= old and not {"STA2", "LIS2", "RCV2", "SND2"} & old
 
 
 def test_phones_on_two_adb_servers(sim_fleet) -> None:

@@ -659,6 +659,7 @@ class _SyncService:
         if header is None:
             return False
         ident, length = _SYNC_REQ.unpack(header)
+        self.stream.conn.server.count_sync_request(ident)
         if ident == b"QUIT":
             return False
         if length > SYNC_PATH_MAX:
@@ -1006,6 +1007,7 @@ class TransportStats:
     connections_dropped: int = 0
     wrte_bytes_sent: int = 0
     services_opened: dict[str, int] = field(default_factory=dict)
+    sync_requests: dict[str, int] = field(default_factory=dict)
 
 
 class AdbdServer:
@@ -1142,6 +1144,12 @@ class AdbdServer:
         if name == "unroot:":
             return lambda stream: _text_service(stream, "adbd not running as root\n")
         return None
+
+    def count_sync_request(self, ident: bytes) -> None:
+        """Count one sync request by its id (STAT, STA2, SND2, ...)."""
+        name = ident.decode("ascii", errors="replace")
+        with self._lock:
+            self.stats.sync_requests[name] = self.stats.sync_requests.get(name, 0) + 1
 
     # faults
     def inject(self, kind: str, **params: Any) -> None:

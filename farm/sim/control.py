@@ -35,7 +35,7 @@ from typing import Any
 from farm.errors import DeviceError, FarmError
 from farm.sim.adbd import AdbdServer, SimPhone
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("farm.sim.control")  # also when run as __main__
 
 SCHEMA_VERSION = 1
 FAULT_KINDS: tuple[str, ...] = (
