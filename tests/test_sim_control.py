@@ -45,6 +45,7 @@ def test_fleet_names_finds_and_reports_phones(tmp_path: Path) -> None:
         assert status["sim-old_armv7-1"]["sdk"] == "23"
         assert status["sim-flagship-1"]["simulated"] is True
         assert status["sim-flagship-1"]["adb_ports"] == []
+        assert 15.0 < status["sim-flagship-1"]["temp_c"] < 60.0  # from the phone's thermal model
         a.adbd.inject("slow", delay_s=0.1)
         assert a.faults() == {"slow": {"delay_s": 0.1}}
         a.clear()

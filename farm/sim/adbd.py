@@ -26,7 +26,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
@@ -305,9 +305,6 @@ class SimPhone(Protocol):
     def sync_open_write(self, path: str, mode: int) -> BinaryIO: ...
     def sync_finish_write(self, path: str, f: BinaryIO, mtime: int, ok: bool) -> None: ...
     def sync_open_read(self, path: str) -> BinaryIO: ...
-
-
-TRANSPORT_FAULTS = ("disconnect", "unauthorized", "offline", "slow")
 
 
 def phone_sdk(phone: SimPhone) -> int:
@@ -621,17 +618,39 @@ class _ShellService:
         if not self.mode.cooked:
             process.write_stdin(data)
             return
-        # A cooked PTY: CR -> LF, echo, line at a time, ^D on an empty line is EOF.
-        for byte in data.replace(b"\r", b"\n"):
-            if byte == 0x04 and not self._line:
-                process.close_stdin()
-                continue
-            self._line.append(byte)
-            if byte == 0x0A:
-                line = bytes(self._line)
+        # A cooked PTY (ICANON, ECHO, ICRNL, ONLCR): echo as typed, hand over whole lines.
+        echo = bytearray()
+        for byte in data:
+            if byte in (0x0D, 0x0A):
+                self._line.append(0x0A)
+                echo += b"\r\n"
+                process.write_stdin(bytes(self._line))
                 self._line.clear()
-                self._emit(SHELL_STDOUT, line)
-                process.write_stdin(line)
+            elif byte in (0x7F, 0x08):  # VERASE
+                if self._line:
+                    self._line.pop()
+                    echo += b"\b \b"
+            elif byte == 0x04:  # VEOF: EOF on an empty line, else hand over the partial line
+                if self._line:
+                    process.write_stdin(bytes(self._line))
+                    self._line.clear()
+                else:
+                    process.close_stdin()
+            elif byte == 0x03:  # VINTR: the simulator has no job control; drop the line
+                self._line.clear()
+                echo += b"^C\r\n"
+            else:
+                self._line.append(byte)
+                echo.append(byte)
+        if echo:
+            self._send_raw(bytes(echo))
+
+    def _send_raw(self, data: bytes) -> None:
+        """Bytes for the terminal that the line discipline itself produces (no ONLCR)."""
+        if self.mode.v2:
+            self.stream.write(encode_shell_packet(SHELL_STDOUT, data))
+        else:
+            self.stream.write(data)
 
 
 class _SyncService:
@@ -1216,8 +1235,3 @@ class AdbdServer:
     def _fire_drop(self) -> None:
         self.drop_connections("disconnect fault")
         self._consume_drop()
-
-
-def iter_features(banner: bytes) -> Iterator[str]:
-    """The features listed in a banner."""
-    yield from parse_banner(banner)[2]

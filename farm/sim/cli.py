@@ -53,10 +53,11 @@ def _parse_param(text: str) -> tuple[str, Any]:
 def _phone_line(p: dict[str, Any]) -> str:
     faults = ",".join(p.get("faults") or {}) or "-"
     state = p.get("adb_state", "")
+    temp = f"{p['temp_c']:.1f}C" if p.get("temp_c") is not None else ""
     return (
         f"{p['serial']:<22} {p['name']:<22} {p['profile']:<12} "
         f"{(p.get('manufacturer', '') + ' ' + p.get('model', '')).strip():<28} "
-        f"SDK {p.get('sdk', '?'):<3} {state:<13} faults: {faults}  [SIMULATED]"
+        f"SDK {p.get('sdk', '?'):<3} {state:<13} {temp:>6} faults: {faults}  [SIMULATED]"
     )
 
 

@@ -279,8 +279,14 @@ class RunningPhone:
             "adb_ports": [s.port for s in self.adb_servers],
             "connections": self.adbd.connection_count,
             "faults": self.faults(),
+            "temp_c": self._temperature_c(),
             "simulated": True,
         }
+
+    def _temperature_c(self) -> float | None:
+        thermal = getattr(self.phone, "thermal", None)  # the real Phone has a thermal model
+        reading = getattr(thermal, "temperature_c", None)
+        return round(float(reading()), 1) if callable(reading) else None
 
 
 def check_fault_kind(kind: str) -> None:
