@@ -472,6 +472,8 @@ def read_state(state_dir: Path) -> DaemonState | None:
 
 def _is_our_daemon(pid: int) -> bool:
     """Whether `pid` is alive and is a `farm.sim.control serve` process."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if this process started it and it has exited
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -801,10 +803,12 @@ def serve(argv: Sequence[str] | None = None) -> int:
         daemon.start()
     except Exception as e:  # noqa: BLE001 - any startup failure is reported through state.json
         logger.exception("startup failed")
-        _write_state(daemon.state_dir, daemon.state("failed", f"{type(e).__name__}: {e}"))
+        error = str(e) if isinstance(e, FarmError) else f"{type(e).__name__}: {e}"
+        _write_state(daemon.state_dir, daemon.state("failed", error))
         with contextlib.suppress(Exception):
             daemon.fleet.stop()
-            if daemon.started_adb_server:
+        if daemon.started_adb_server:
+            with contextlib.suppress(Exception):
                 daemon.adb.kill()
         return 1
     try:
