@@ -442,7 +442,8 @@ def device_report(devices_file: Path | None = None) -> list[dict[str, Any]]:
     use_host = fleet.host in ("always", "only") or (fleet.host == "auto" and not usable_phones)
     rows.append({
         "serial": info.serial, "state": "device" if use_host else "standby",
-        "reason": "" if use_host else "phones present and devices.yaml host: auto",
+        "reason": "" if use_host else (f"devices.yaml host: {fleet.host}" if fleet.host == "never"
+                                       else "phones present and devices.yaml host: auto"),
         "label": info.label, "tier": tier_of(info, fleet), "simulated": False,
         "facts": f"{info.cpu_name}, {info.cpu_count} CPUs, {info.ram_mb} MB RAM, "
                  f"ABI {host_abi()}, sensors: "
