@@ -23,6 +23,7 @@ from typing import Any
 from farm.devices import CpuCluster, DeviceInfo, ShellResult
 from farm.devices.local import file_sha256
 from farm.errors import DeviceError
+from farm.probes import cluster_cpus
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +174,7 @@ class AdbDevice:
                     f"/sys/devices/system/cpu/cpu{c}/cpufreq/cpuinfo_max_freq").split()[0])
             except (DeviceError, ValueError, IndexError):
                 pass
-        groups: dict[int, list[int]] = {}
-        for c, khz in max_khz.items():
-            groups.setdefault(khz, []).append(c)
-        clusters = tuple(CpuCluster(tuple(v), k) for k, v in sorted(groups.items(), reverse=True))
+        clusters = tuple(CpuCluster(cpus, khz) for cpus, khz in cluster_cpus(max_khz))
         try:
             ram = parse_meminfo_mb(self.read_text("/proc/meminfo"))
         except DeviceError:

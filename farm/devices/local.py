@@ -20,6 +20,7 @@ from pathlib import Path
 
 from farm.devices import CpuCluster, DeviceInfo, ShellResult
 from farm.errors import DeviceError
+from farm.probes import cluster_cpus
 
 HOST_SERIAL = "host"
 
@@ -83,10 +84,7 @@ class LocalDevice:
                 max_khz[c] = int(p.read_text().split()[0])
             except (OSError, ValueError, IndexError):
                 pass
-        groups: dict[int, list[int]] = {}
-        for c, khz in max_khz.items():
-            groups.setdefault(khz, []).append(c)
-        clusters = tuple(CpuCluster(tuple(v), k) for k, v in sorted(groups.items(), reverse=True))
+        clusters = tuple(CpuCluster(cpus, khz) for cpus, khz in cluster_cpus(max_khz))
         zones = []
         for p in sorted(Path("/sys/class/thermal").glob("thermal_zone*/type")):
             try:
