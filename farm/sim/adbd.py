@@ -624,6 +624,10 @@ class _ShellService:
             if byte in (0x0D, 0x0A):
                 self._line.append(0x0A)
                 echo += b"\r\n"
+                # A tty echoes as it receives, so the echo reaches the screen before the
+                # shell can read the line and answer it.
+                self._send_raw(bytes(echo))
+                echo.clear()
                 process.write_stdin(bytes(self._line))
                 self._line.clear()
             elif byte in (0x7F, 0x08):  # VERASE
@@ -631,6 +635,9 @@ class _ShellService:
                     self._line.pop()
                     echo += b"\b \b"
             elif byte == 0x04:  # VEOF: EOF on an empty line, else hand over the partial line
+                if echo:
+                    self._send_raw(bytes(echo))
+                    echo.clear()
                 if self._line:
                     process.write_stdin(bytes(self._line))
                     self._line.clear()
