@@ -146,14 +146,18 @@ class SimFleet:
         return [p for p in self.phones if p.server is server]
 
 
+# One pool per process: every test module binds this fixture under its own name, which gives
+# pytest one session-scoped instance per module; sharing the pool keeps it one server start.
+_POOL = AdbServerPool()
+
+
 @pytest.fixture(scope="session")
 def adb_servers() -> Iterator[AdbServerPool]:
-    """Session-wide pool of real adb servers (killed at the end)."""
-    pool = AdbServerPool()
+    """Session-wide pool of real adb servers (killed at the end; restarted on demand)."""
     try:
-        yield pool
+        yield _POOL
     finally:
-        pool.close()
+        _POOL.close()
 
 
 @pytest.fixture
