@@ -507,6 +507,11 @@ def test_push_errors_carry_adbds_messages(sim_fleet, tmp_path: Path) -> None:
     r = handle.adb("pull", "/data/local/tmp/missing", str(tmp_path / "m"))
     assert r.returncode == 1
     assert b"No such file or directory" in r.stderr
+    d = handle.device()  # adbutils reads the FAIL message of RECV
+    with pytest.raises(adbutils.AdbError, match="open failed: No such file or directory"):
+        d.sync.read_bytes(f"{T}/missing")
+    with pytest.raises(adbutils.AdbError, match="read failed: Is a directory"):
+        d.sync.read_bytes(T)
 
 
 def test_push_creates_directories_and_copies_user_bits(

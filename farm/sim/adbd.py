@@ -829,7 +829,9 @@ class _SyncService:
         try:
             f = self.phone.sync_open_read(path)
         except OSError as e:
-            self._fail(sync_fail_errno("open failed", e))
+            # open(2) of a directory succeeds on a phone; the first read(2) is what fails
+            reason = "read failed" if e.errno == errno.EISDIR else "open failed"
+            self._fail(sync_fail_errno(reason, e))
             return False
         try:
             while True:
