@@ -1084,8 +1084,10 @@ def build_argv(
         argv.append(f"--run_delay={run_delay}")
     if params.report_peak_memory:
         argv.append("--report_peak_memory_footprint=true")
+    if params.require_full_delegation:
+        argv.append("--require_full_delegation=true")
     taken = {"graph", "num_threads", "warmup_runs", "warmup_min_secs", "num_runs", "min_secs",
-             "max_secs", "run_delay", "report_peak_memory_footprint"}
+             "max_secs", "run_delay", "report_peak_memory_footprint", "require_full_delegation"}
     for label, group in (("delegate_flags", delegate_flags), ("extra", extra)):
         if isinstance(group, str):
             raise BenchmarkError(f"benchmark_model argv: {label} must be a list of flags, "

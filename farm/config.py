@@ -19,15 +19,20 @@ from farm.errors import ConfigError
 from farm.models import (
     CALIBRATION_KINDS,
     CHANNEL_ORDERS,
+    COOLDOWN_MODES,
     QUANTIZATIONS,
     RESIZE_METHODS,
+    AdaptiveSpec,
     CalibrationSpec,
     DelegateSpec,
+    FidelitySpec,
     ModelSource,
     Preprocess,
     Rule,
     RunParams,
+    SustainedSpec,
     Sweep,
+    Tolerance,
 )
 
 SCHEMA_VERSION = 1
@@ -226,13 +231,18 @@ def load_delegates(directory: Path) -> dict[str, DelegateSpec]:
 
 _SWEEP_KEYS = ("schema_version", "name", "models", "quantizations", "delegates", "threads",
                "repeats", "run", "devices", "include", "exclude", "calibration", "cooldown",
-               "seed")
+               "seed", "sampler", "sustained", "adaptive", "fidelity")
 _MODEL_KEYS = ("name", "source", "input_shape", "seed", "options")
 _RUN_KEYS = tuple(RunParams.__dataclass_fields__)
 _RULE_KEYS = tuple(Rule.__dataclass_fields__)
 _CAL_KEYS = ("images", "npy", "random", "num_samples", "preprocess", "seed")
 _PRE_KEYS = tuple(Preprocess.__dataclass_fields__)
-_COOLDOWN_KEYS = ("delta_c", "timeout_s")
+_COOLDOWN_KEYS = ("mode", "delta_c", "timeout_s", "fixed_sleep_s", "zones")
+_SAMPLER_KEYS = ("hz",)
+_SUSTAINED_KEYS = ("match", "duration_s", "window_s", "onset_threshold", "tail_windows")
+_ADAPTIVE_KEYS = ("max_repeats", "baseline", "level")
+_FIDELITY_KEYS = ("enabled", "num_inputs", "seed", "tolerances")
+_TOLERANCE_KEYS = tuple(Tolerance.__dataclass_fields__)
 
 
 def _model(ctx: _Ctx, path: str, value: Any, base: Path) -> ModelSource:
@@ -390,6 +400,9 @@ def parse_sweep(data: Any, *, file: str, sha256: str, base: Path,
         report_peak_memory=_bool(ctx, "run.report_peak_memory",
                                  run.get("report_peak_memory", dflt.report_peak_memory)),
         timeout_s=_float(ctx, "run.timeout_s", run.get("timeout_s", dflt.timeout_s), 1, 86400),
+        require_full_delegation=_bool(ctx, "run.require_full_delegation",
+                                      run.get("require_full_delegation",
+                                              dflt.require_full_delegation)),
     )
     if params.min_secs > params.max_secs:
         raise ctx.fail("run.min_secs", f"{params.min_secs:g} exceeds run.max_secs "
@@ -401,6 +414,18 @@ def parse_sweep(data: Any, *, file: str, sha256: str, base: Path,
                     lambda p, v: _rule(ctx, p, v, known, names), allow_scalar=False)
     calibration = _calibration(ctx, d["calibration"], base) if "calibration" in d else None
     cool = _mapping(ctx, "cooldown", d.get("cooldown", {}), _COOLDOWN_KEYS)
+    mode = _str(ctx, "cooldown.mode", cool.get("mode", "closed_loop"), choices=COOLDOWN_MODES)
+    fixed_s = _float(ctx, "cooldown.fixed_sleep_s", cool.get("fixed_sleep_s", 0.0), 0, 86400)
+    if mode == "fixed" and "fixed_sleep_s" not in cool:
+        raise ctx.fail("cooldown.fixed_sleep_s", "cooldown.mode fixed needs an explicit "
+                       "fixed_sleep_s", "0..86400 seconds")
+    if mode == "closed_loop" and "fixed_sleep_s" in cool:
+        raise ctx.fail("cooldown.fixed_sleep_s", "only used with cooldown.mode: fixed",
+                       "remove it, or set mode: fixed")
+    sampler = _mapping(ctx, "sampler", d.get("sampler", {}), _SAMPLER_KEYS)
+    sustained = _list(ctx, "sustained", d.get("sustained", []),
+                      lambda p, v: _sustained(ctx, p, v, known, names), allow_scalar=False,
+                      max_len=100)
     return Sweep(
         source_file=file, source_sha256=sha256, models=models, quantizations=quants,
         delegates=dels, threads=threads, repeats=repeats, params=params, devices=devices,
@@ -409,7 +434,75 @@ def parse_sweep(data: Any, *, file: str, sha256: str, base: Path,
         cooldown_delta_c=_float(ctx, "cooldown.delta_c", cool.get("delta_c", 3.0), 0.1, 50),
         cooldown_timeout_s=_float(ctx, "cooldown.timeout_s", cool.get("timeout_s", 120.0), 0,
                                   86400),
+        cooldown_mode=mode, cooldown_fixed_s=fixed_s,
+        cooldown_zones=_list(ctx, "cooldown.zones", cool.get("zones", []),
+                             lambda p, v: _str(ctx, p, v, max_len=128)),
+        sampler_hz=_float(ctx, "sampler.hz", sampler.get("hz", 1.0), 0, 20),
+        sustained=sustained,
+        adaptive=_adaptive(ctx, d.get("adaptive", {}), quants, repeats),
+        fidelity=_fidelity(ctx, d.get("fidelity", {"enabled": False})),
     )
+
+
+def _sustained(ctx: _Ctx, path: str, value: Any, delegates: Sequence[str],
+               models: Sequence[str]) -> SustainedSpec:
+    d = _mapping(ctx, path, value, _SUSTAINED_KEYS, required=("duration_s",))
+    match = _rule(ctx, f"{path}.match", d["match"], delegates, models) if "match" in d else Rule()
+    duration = _float(ctx, f"{path}.duration_s", d["duration_s"], 1, 86400)
+    window = _float(ctx, f"{path}.window_s", d.get("window_s", min(10.0, duration)), 0.1,
+                    3600)
+    if window > duration:
+        raise ctx.fail(f"{path}.window_s", f"{window:g} exceeds duration_s {duration:g}")
+    if duration / window > 10_000:
+        raise ctx.fail(f"{path}.window_s", f"{duration / window:.0f} windows is too many",
+                       "at most 10000 windows per case")
+    return SustainedSpec(
+        match=match, duration_s=duration, window_s=window,
+        onset_threshold=_float(ctx, f"{path}.onset_threshold", d.get("onset_threshold", 0.10),
+                               0.001, 10),
+        tail_windows=_int(ctx, f"{path}.tail_windows", d.get("tail_windows", 3), 1, 1000))
+
+
+def _adaptive(ctx: _Ctx, value: Any, quants: Sequence[str], repeats: int) -> AdaptiveSpec:
+    d = _mapping(ctx, "adaptive", value, _ADAPTIVE_KEYS)
+    if not d:
+        return AdaptiveSpec()
+    max_repeats = _int(ctx, "adaptive.max_repeats", d.get("max_repeats", 0), 0, MAX_REPEATS)
+    if max_repeats and max_repeats < repeats:
+        raise ctx.fail("adaptive.max_repeats", f"{max_repeats} is below repeats ({repeats})",
+                       f"0 (off) or {repeats}..{MAX_REPEATS}")
+    baseline = _str(ctx, "adaptive.baseline", d.get("baseline", "fp32"), choices=quants)
+    return AdaptiveSpec(max_repeats=max_repeats, baseline=baseline,
+                        level=_float(ctx, "adaptive.level", d.get("level", 0.95), 0.5, 0.999))
+
+
+def _fidelity(ctx: _Ctx, value: Any) -> FidelitySpec:
+    if value is True or value is False:
+        return FidelitySpec(enabled=value)
+    d = _mapping(ctx, "fidelity", value, _FIDELITY_KEYS)
+    tol_in = _mapping(ctx, "fidelity.tolerances", d.get("tolerances", {}),
+                      ("default", *QUANTIZATIONS))
+    tolerances: list[tuple[str, Tolerance]] = []
+    for q in ("default", *QUANTIZATIONS):
+        if q not in tol_in:
+            continue
+        t = _mapping(ctx, f"fidelity.tolerances.{q}", tol_in[q], _TOLERANCE_KEYS)
+        vals: dict[str, float | None] = {}
+        for key, (lo, hi) in (("max_abs_error", (0.0, 1e30)), ("min_cosine", (-1.0, 1.0)),
+                              ("min_top1_agreement", (0.0, 1.0)),
+                              ("min_top5_agreement", (0.0, 1.0))):
+            if key in t:
+                raw = t[key]
+                vals[key] = None if raw is None else _float(
+                    ctx, f"fidelity.tolerances.{q}.{key}", raw, lo, hi)
+        tolerances.append((q, Tolerance(**vals)))  # type: ignore[arg-type]
+    if not any(q == "default" for q, _ in tolerances):
+        tolerances.insert(0, ("default", Tolerance()))
+    return FidelitySpec(
+        enabled=_bool(ctx, "fidelity.enabled", d.get("enabled", True)),
+        num_inputs=_int(ctx, "fidelity.num_inputs", d.get("num_inputs", 4), 1, 1000),
+        seed=_int(ctx, "fidelity.seed", d.get("seed", 0), 0, 2**31 - 1),
+        tolerances=tuple(tolerances))
 
 
 def load_sweep(path: Path, delegates: Mapping[str, DelegateSpec]) -> Sweep:

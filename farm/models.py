@@ -60,6 +60,7 @@ class RunParams(_Dictable):
     run_delay_s: float = -1.0
     report_peak_memory: bool = True
     timeout_s: float = 600.0
+    require_full_delegation: bool = False  # a partially applied delegate fails the sample
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +164,82 @@ class Rule(_Dictable):
 
 
 @dataclass(frozen=True, slots=True)
+class SustainedSpec(_Dictable):
+    """Sustained mode for the cases `match` selects: back-to-back windows, no cooldown between.
+
+    Each window is one benchmark_model process running for `window_s`; the case runs for
+    `duration_s` in all. Throttle onset is the first window slower than the peak (first
+    window) by more than `onset_threshold`; sustained latency is the median of the last
+    `tail_windows` windows.
+    """
+
+    match: Rule = Rule()
+    duration_s: float = 300.0
+    window_s: float = 10.0
+    onset_threshold: float = 0.10
+    tail_windows: int = 3
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SustainedSpec:
+        d = dict(d)
+        if isinstance(d.get("match"), dict):
+            d["match"] = Rule.from_dict(d["match"])
+        return cls(**{k: _tuplify(v) for k, v in d.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveSpec(_Dictable):
+    """Adaptive repeats: keep sampling a (variant, `baseline`) pair until its speedup CI
+    excludes 1 or the case has `max_repeats` samples. `max_repeats` 0 turns it off."""
+
+    max_repeats: int = 0
+    baseline: str = "fp32"
+    level: float = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerance(_Dictable):
+    """How close a config's outputs must be to the fp32 CPU reference (None: not checked)."""
+
+    max_abs_error: float | None = None
+    min_cosine: float | None = 0.99
+    min_top1_agreement: float | None = None
+    min_top5_agreement: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FidelitySpec(_Dictable):
+    """Output fidelity: run every variant x delegate on `num_inputs` fixed inputs.
+
+    `tolerances` maps a quantization to its Tolerance; "default" applies to the rest.
+    """
+
+    enabled: bool = False
+    num_inputs: int = 4
+    seed: int = 0
+    tolerances: tuple[tuple[str, Tolerance], ...] = (("default", Tolerance()),)
+
+    def tolerance(self, quantization: str) -> Tolerance:
+        """The tolerance for one quantization."""
+        table = dict(self.tolerances)
+        return table.get(quantization) or table.get("default") or Tolerance()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "num_inputs": self.num_inputs, "seed": self.seed,
+                "tolerances": {q: t.to_dict() for q, t in self.tolerances}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FidelitySpec:
+        tol = d.get("tolerances", {"default": {}})
+        return cls(enabled=bool(d.get("enabled", False)), num_inputs=int(d.get("num_inputs", 4)),
+                   seed=int(d.get("seed", 0)),
+                   tolerances=tuple((q, Tolerance.from_dict(t)) for q, t in tol.items()))
+
+
+COOLDOWN_MODES: tuple[str, ...] = ("closed_loop", "fixed")
+
+
+@dataclass(frozen=True, slots=True)
 class Sweep(_Dictable):
     """A validated sweep.yaml."""
 
@@ -181,6 +258,24 @@ class Sweep(_Dictable):
     seed: int = 0
     cooldown_delta_c: float = 3.0
     cooldown_timeout_s: float = 120.0
+    # "closed_loop": wait for thermal status 0 and the gate zones within delta of the idle
+    # baseline; "fixed": sleep cooldown_fixed_s before each sample (explicit opt-in only).
+    cooldown_mode: str = "closed_loop"
+    cooldown_fixed_s: float = 0.0
+    cooldown_zones: tuple[str, ...] = ()  # fnmatch over zone types for the gate; empty = all
+    sampler_hz: float = 1.0  # environment sampling while a sample runs; 0 = off
+    sustained: tuple[SustainedSpec, ...] = ()
+    adaptive: AdaptiveSpec = AdaptiveSpec()
+    fidelity: FidelitySpec = FidelitySpec()
+
+    def sustained_for(self, case: Case) -> SustainedSpec | None:
+        """The first sustained rule matching a case, if any."""
+        for s in self.sustained:
+            if s.match.matches(model=case.model, quantization=case.quantization,
+                               delegate=case.delegate, threads=case.threads,
+                               device=case.device):
+                return s
+        return None
 
 
 @dataclass(frozen=True, slots=True)
