@@ -22,7 +22,7 @@ from farm.errors import StoreError
 if TYPE_CHECKING:
     import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Parser fields (farm.benchmark_model.BenchmarkOutput) stored as columns, with SQLite types.
 PARSED_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -45,6 +45,10 @@ ENV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("thermal_status_before", "INTEGER"), ("thermal_status_after", "INTEGER"),
     ("battery_level", "REAL"), ("battery_temp_c", "REAL"), ("charging", "TEXT"),
     ("freq_cap_ratio", "REAL"), ("cooldown_wait_s", "REAL"),
+    # v2: the sampler's view of the whole sample (farm.sampler)
+    ("thermal_status_max", "INTEGER"), ("charging_before", "TEXT"), ("charging_after", "TEXT"),
+    ("vmhwm_mb", "REAL"), ("vmrss_max_mb", "REAL"), ("sampler_points", "INTEGER"),
+    ("sampler_cost_s", "REAL"),
 )
 
 META_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -53,6 +57,8 @@ META_COLUMNS: tuple[tuple[str, str], ...] = (
     ("repeat", "INTEGER NOT NULL"), ("round", "INTEGER"), ("position", "INTEGER"),
     ("status", "TEXT NOT NULL"), ("error", "TEXT"), ("flags", "TEXT"), ("tainted", "INTEGER"),
     ("cpu_mask", "TEXT"), ("exit_code", "INTEGER"),
+    # v2: "measure" (interleaved repeats) or "sustained" (repeat = window index)
+    ("phase", "TEXT"), ("window_offset_s", "REAL"),
 )
 
 TAIL_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -87,7 +93,20 @@ CREATE TABLE IF NOT EXISTS samples (
     {", ".join(f'"{n}" {t}' for n, t in SAMPLE_COLUMNS)},
     UNIQUE (run_id, case_id, repeat));
 CREATE INDEX IF NOT EXISTS samples_run ON samples (run_id, case_id);
+CREATE TABLE IF NOT EXISTS fidelity (
+    run_id TEXT NOT NULL, device TEXT NOT NULL, model TEXT NOT NULL, quantization TEXT NOT NULL,
+    delegate TEXT NOT NULL, threads INTEGER NOT NULL, variant_sha256 TEXT, status TEXT NOT NULL,
+    error TEXT, n_inputs INTEGER, max_abs_error REAL, mean_abs_error REAL, cosine_min REAL,
+    cosine_mean REAL, top1_agreement REAL, top5_agreement REAL, within_tolerance INTEGER,
+    tolerance_json TEXT, details_json TEXT, created_at TEXT,
+    PRIMARY KEY (run_id, device, model, quantization, delegate, threads));
 """
+
+FIDELITY_COLUMNS: tuple[str, ...] = (
+    "run_id", "device", "model", "quantization", "delegate", "threads", "variant_sha256",
+    "status", "error", "n_inputs", "max_abs_error", "mean_abs_error", "cosine_min",
+    "cosine_mean", "top1_agreement", "top5_agreement", "within_tolerance", "tolerance_json",
+    "details_json", "created_at")
 
 
 def now_iso() -> str:
@@ -123,13 +142,23 @@ class SampleRecord:
     duration_s: float | None = None
     argv: tuple[str, ...] = ()
     raw_output: str = ""
+    phase: str = "measure"
+    window_offset_s: float | None = None
 
 
 def _migrate(conn: sqlite3.Connection, version: int) -> None:
-    # Migrations go here as migrate_v1_to_v2(conn) etc. when the schema changes.
     if version > SCHEMA_VERSION:
         raise StoreError(f"database schema version {version} is newer than this farm "
                          f"({SCHEMA_VERSION}); upgrade farm")
+    if version < 2:
+        # v1 -> v2: new sample columns (NULL for old rows); the fidelity table is created by
+        # the schema script.
+        have = {r[1] for r in conn.execute("PRAGMA table_info(samples)")}
+        for name, kind in SAMPLE_COLUMNS:
+            if name not in have:
+                conn.execute(f'ALTER TABLE samples ADD COLUMN "{name}" {kind}')
+        conn.execute("UPDATE samples SET phase='measure' WHERE phase IS NULL")
+        conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
 
 class Store:
@@ -240,7 +269,7 @@ class Store:
             "error": s.error, "flags": ",".join(s.flags), "tainted": int(s.tainted),
             "cpu_mask": s.cpu_mask, "exit_code": s.exit_code, "started_at": s.started_at,
             "ended_at": s.ended_at, "duration_s": s.duration_s, "argv": json.dumps(list(s.argv)),
-            "raw_output": s.raw_output,
+            "raw_output": s.raw_output, "phase": s.phase, "window_offset_s": s.window_offset_s,
         }
         for name, _ in PARSED_COLUMNS:
             v = s.parsed.get(name)
@@ -258,7 +287,30 @@ class Store:
                 f"VALUES ({', '.join('?' * len(cols))})", tuple(values[k] for k in cols))
             return int(cur.lastrowid or 0)
 
+    def add_fidelity(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Store output-fidelity results (one row per run x device x variant x delegate x
+        threads; a rerun of the same key replaces it). Keys are FIDELITY_COLUMNS."""
+        stamp = now_iso()
+        with self._tx() as c:
+            for r in rows:
+                vals = []
+                for k in FIDELITY_COLUMNS:
+                    v = r.get(k, stamp if k == "created_at" else None)
+                    if k.endswith("_json") and v is not None and not isinstance(v, str):
+                        v = json.dumps(v, sort_keys=True, default=str)
+                    vals.append(int(v) if isinstance(v, bool) else v)
+                c.execute(f"INSERT OR REPLACE INTO fidelity ({', '.join(FIDELITY_COLUMNS)}) "
+                          f"VALUES ({', '.join('?' * len(FIDELITY_COLUMNS))})", vals)
+
     # ------------------------------------------------------------------ reads
+
+    def fidelity(self, run_id: str) -> list[dict[str, Any]]:
+        """Output-fidelity rows of a run."""
+        with self._lock:
+            cur = self._conn.execute("SELECT * FROM fidelity WHERE run_id=? ORDER BY device, "
+                                     "model, quantization, delegate, threads", (run_id,))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def done_keys(self, run_id: str) -> set[tuple[str, int]]:
         """(case_id, repeat) pairs already stored for a run."""
@@ -350,6 +402,8 @@ class Store:
         for col in (*_BOOL_COLUMNS, "simulated"):
             if col in frame:
                 frame[col] = frame[col].astype("boolean")
+        if "phase" in frame:
+            frame["phase"] = frame["phase"].fillna("measure")
         for col in ("error", "flags", "cpu_mask", "delegation", "delegate_applied", "tier"):
             if col in frame:
                 frame[col] = frame[col].fillna("")

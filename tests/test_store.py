@@ -86,3 +86,26 @@ def test_schema_version_and_errors(tmp_path: Path) -> None:
         load_samples(tmp_path / "missing.sqlite")
     with Store(tmp_path / "e.sqlite") as s, pytest.raises(StoreError, match="no runs yet"):
         s.resolve_run("last")
+
+
+def test_v1_database_is_migrated_in_place(tmp_path):
+    """A store written by schema v1 (tests/data/store_v1.sqlite) opens, gains the v2 columns
+    and the fidelity table, and keeps its samples."""
+    import shutil
+
+    from farm.store import SCHEMA_VERSION, Store
+
+    db = tmp_path / "old.sqlite"
+    shutil.copy(Path(__file__).parent / "data" / "store_v1.sqlite", db)
+    with Store(db) as s:
+        df = s.load_samples("r1")
+        assert list(df["avg_us"]) == [1234.0]
+        assert list(df["phase"]) == ["measure"]
+        assert "vmhwm_mb" in df.columns and df["vmhwm_mb"].isna().all()
+        version = s._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        assert int(version[0]) == SCHEMA_VERSION == 2
+        s.add_fidelity([{"run_id": "r1", "device": "d", "model": "m", "quantization": "int8",
+                         "delegate": "cpu", "threads": 1, "status": "ok", "cosine_min": 0.99,
+                         "within_tolerance": True, "details_json": {"top1": [1, 1]}}])
+        [row] = s.fidelity("r1")
+        assert row["within_tolerance"] == 1 and row["details_json"] == '{"top1": [1, 1]}'
