@@ -116,3 +116,7 @@ class Device(Protocol):
     def read_text(self, remote: str) -> str:
         """Read a small text file (sysfs, procfs); raises DeviceError if it cannot."""
         ...
+
+    def pull(self, remote: str, local: Path) -> int:
+        """Copy a file from the device (binary-safe); return its size; DeviceError if not."""
+        ...

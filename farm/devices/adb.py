@@ -124,6 +124,18 @@ class AdbDevice:
                               f"exit {r.returncode}")
         return r.stdout
 
+    def pull(self, remote: str, local: Path) -> int:
+        """Pull a file from farm's directory on the phone over the sync protocol."""
+        from adbutils.errors import AdbError
+
+        check_remote_path(remote)
+        try:
+            self._dev.sync.pull(remote, Path(local))
+        except (AdbError, OSError) as e:
+            raise DeviceError(self.serial, f"pull {remote}", str(e) or type(e).__name__
+                              ) from None
+        return Path(local).stat().st_size
+
     def push(self, local: Path, remote: str) -> int:
         """Push unless the phone already has identical bytes there; verify after pushing."""
         from adbutils.errors import AdbError

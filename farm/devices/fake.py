@@ -46,6 +46,16 @@ class FakeDevice:
             self.calls.append(argv)
         return self._script(argv)
 
+    def pull(self, remote: str, local: Path) -> int:
+        with self.lock:
+            data = self.pushed.get(remote)
+            if data is None and remote in self.files:
+                data = self.files[remote].encode()
+        if data is None:
+            raise DeviceError(self.serial, f"pull {remote}", "No such file or directory")
+        Path(local).write_bytes(data)
+        return len(data)
+
     def read_text(self, remote: str) -> str:
         with self.lock:
             if remote in self.files:

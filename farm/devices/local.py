@@ -145,6 +145,14 @@ class LocalDevice:
         return ShellResult(argv, rc, out.decode(errors="replace"), err.decode(errors="replace"),
                            time.monotonic() - start)
 
+    def pull(self, remote: str, local: Path) -> int:
+        """Copy a file out of the work directory."""
+        try:
+            shutil.copyfile(remote, local)
+            return Path(local).stat().st_size
+        except OSError as e:
+            raise DeviceError(self.serial, f"pull {remote}", e.strerror or str(e)) from None
+
     def read_text(self, remote: str) -> str:
         """Read a local file."""
         try:
