@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ import yaml
 
 from farm.errors import ConfigError
 from farm.models import (
+    AFFINITIES,
     CALIBRATION_KINDS,
     CHANNEL_ORDERS,
     COOLDOWN_MODES,
@@ -55,24 +58,114 @@ class _Ctx:
         return ConfigError(where + problem + (f"; allowed: {allowed}" if allowed else ""))
 
 
+# Limits on what a config file may be: a sweep.yaml is a few KiB, so these only stop files
+# that would exhaust memory or time while being read (a FIFO, a YAML alias bomb, a 20,000-deep
+# nesting) before validation could name the problem.
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+MAX_YAML_DEPTH = 64
+MAX_YAML_ALIASES = 256
+MAX_YAML_NODES = 200_000  # counted with multiplicity: an alias counts as a copy of its target
+
+
+class _YamlLimit(Exception):
+    """A document that breaks one of the limits above (turned into a ConfigError)."""
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader with a nesting-depth and alias-count limit and no duplicate keys."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise _YamlLimit(f"{_where(self.peek_event().start_mark)}more than "
+                                 f"{MAX_YAML_ALIASES} aliases (*name)")
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _YamlLimit(f"{_where(self.peek_event().start_mark)}nested deeper than "
+                                 f"{MAX_YAML_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    key = (key_node.tag, key_node.value)
+                    if key in seen:
+                        raise _YamlLimit(f"{_where(key_node.start_mark)}duplicate key "
+                                         f"{_show(key_node.value)}")
+                    seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _where(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+
+
+def _count_nodes(data: Any, limit: int) -> int:
+    """Nodes of the loaded document with aliases expanded, stopping once over `limit`."""
+    count = 0
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > limit:
+            break
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set):
+            stack.extend(item)
+    return count
+
+
 def _read_yaml(path: Path) -> tuple[Any, str]:
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:
+            # read one byte past the limit: enough to know, and safe on /dev/zero or a FIFO
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a YAML file") from None
     except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB; "
+                          "not a farm config file")
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    loader = _Loader(text)
     try:
-        data = yaml.safe_load(text)
+        data = loader.get_single_data()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML: {where}{problem}") from None
+        raise ConfigError(f"{path}: malformed YAML: {_where(mark)}{problem}") from None
+    except _YamlLimit as e:
+        raise ConfigError(f"{path}: malformed YAML: {e}") from None
+    except (ValueError, OverflowError, RecursionError, MemoryError) as e:
+        # PyYAML's constructors call int()/float() on scalars: an integer of more than 4300
+        # digits raises ValueError, not a YAMLError
+        problem = ("a number with too many digits" if "digits" in str(e)
+                   else f"{type(e).__name__}: {_show(str(e))}")
+        raise ConfigError(f"{path}: malformed YAML: {problem}") from None
+    finally:
+        loader.dispose()
+    if _count_nodes(data, MAX_YAML_NODES) > MAX_YAML_NODES:
+        raise ConfigError(f"{path}: malformed YAML: more than {MAX_YAML_NODES} values once "
+                          "aliases are expanded (an alias bomb?)")
     return data, hashlib.sha256(raw).hexdigest()
 
 
@@ -82,33 +175,47 @@ def _mapping(ctx: _Ctx, path: str, value: Any, allowed: Sequence[str],
         raise ctx.fail(path, f"expected a mapping, got {_show(value)}")
     for key in value:
         if not isinstance(key, str) or key not in allowed:
-            sub = f"{path}.{key}" if path else str(key)
-            raise ctx.fail(sub, "unknown key", ", ".join(allowed))
+            raise ctx.fail(_join(path, key), "unknown key", ", ".join(allowed))
     for key in required:
         if key not in value:
             raise ctx.fail(f"{path}.{key}" if path else key, "missing required key")
     return value
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = 60
+_REPR.maxlevel = 3
+
+
 def _show(value: Any) -> str:
-    text = repr(value)
+    """A short repr for messages; bounded for huge strings, numbers and nested values."""
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _join(path: str, key: Any) -> str:
+    """`path.key`, with an over-long or non-string key shown briefly."""
+    k = key if isinstance(key, str) and len(key) <= 60 else _show(key)
+    return f"{path}.{k}" if path else str(k)
 
 
 def _int(ctx: _Ctx, path: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ctx.fail(path, f"expected an integer, got {_show(value)}", f"{lo}..{hi}")
     if not lo <= value <= hi:
-        raise ctx.fail(path, f"{value} is out of range", f"{lo}..{hi}")
+        raise ctx.fail(path, f"{_show(value)} is out of range", f"{lo}..{hi}")
     return value
 
 
 def _float(ctx: _Ctx, path: str, value: Any, lo: float, hi: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ctx.fail(path, f"expected a number, got {_show(value)}", f"{lo:g}..{hi:g}")
-    f = float(value)
+    try:
+        f = float(value)
+    except OverflowError:  # an integer beyond the float range (10**400)
+        f = math.inf
     if not math.isfinite(f) or not lo <= f <= hi:
-        raise ctx.fail(path, f"{value} is out of range", f"{lo:g}..{hi:g}")
+        raise ctx.fail(path, f"{_show(value)} is out of range", f"{lo:g}..{hi:g}")
     return f
 
 
@@ -152,6 +259,27 @@ def _unique(ctx: _Ctx, path: str, items: Sequence[Any]) -> None:
         seen.add(v)
 
 
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except OSError:  # a name too long, a loop of symlinks: not a usable file either way
+        return False
+
+
+def _is_dir(p: Path) -> bool:
+    try:
+        return p.is_dir()
+    except OSError:
+        return False
+
+
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except OSError:
+        return False
+
+
 def _check_schema(ctx: _Ctx, data: dict[str, Any]) -> None:
     version = data.get("schema_version", _MISSING)
     if version is _MISSING:
@@ -163,6 +291,7 @@ def _check_schema(ctx: _Ctx, data: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- delegates
 
+_FLAG_RE = re.compile(r"--[A-Za-z][A-Za-z0-9_]*=")
 _DELEGATE_KEYS = ("schema_version", "name", "provider", "description", "flags",
                   "quantizations", "abis", "requires", "extra_files")
 
@@ -184,8 +313,9 @@ def load_delegate(path: Path) -> DelegateSpec:
 
     def flag(p: str, v: Any) -> str:
         s = _str(ctx, p, v, max_len=1024)
-        if not s.startswith("--") or "=" not in s:
-            raise ctx.fail(p, f"{s!r} is not a benchmark_model flag", "--name=value")
+        if not _FLAG_RE.match(s):
+            raise ctx.fail(p, f"{_show(s)} is not a benchmark_model flag",
+                           "--name=value, name of letters, digits and _")
         if any(c in s for c in "\n\r"):
             raise ctx.fail(p, "flag contains a line break")
         return s
@@ -201,8 +331,8 @@ def load_delegate(path: Path) -> DelegateSpec:
     def extra(p: str, v: Any) -> str:
         s = _str(ctx, p, v)
         f = (path.parent / s).resolve()
-        if not f.is_file():
-            raise ctx.fail(p, f"file {s!r} not found (relative to {path.parent})")
+        if not _is_file(f):
+            raise ctx.fail(p, f"file {_show(s)} not found (relative to {path.parent})")
         return str(f)
 
     extra_files = _list(ctx, "extra_files", data.get("extra_files", []), extra)
@@ -231,7 +361,7 @@ def load_delegates(directory: Path) -> dict[str, DelegateSpec]:
 
 _SWEEP_KEYS = ("schema_version", "name", "models", "quantizations", "delegates", "threads",
                "repeats", "run", "devices", "include", "exclude", "calibration", "cooldown",
-               "seed", "sampler", "sustained", "adaptive", "fidelity")
+               "seed", "sampler", "sustained", "adaptive", "fidelity", "affinity")
 _MODEL_KEYS = ("name", "source", "input_shape", "seed", "options")
 _RUN_KEYS = tuple(RunParams.__dataclass_fields__)
 _RULE_KEYS = tuple(Rule.__dataclass_fields__)
@@ -281,15 +411,22 @@ def _model(ctx: _Ctx, path: str, value: Any, base: Path) -> ModelSource:
         kind = "tflite"
     elif source.endswith(".keras"):
         kind = "keras_file"
-    elif file.is_dir():
+    elif _is_dir(file):
         kind = "saved_model"
     else:
-        raise ctx.fail(f"{path}.source", f"cannot tell what {source!r} is",
+        raise ctx.fail(f"{path}.source", f"cannot tell what {_show(source)} is",
                        "a .tflite file, a .keras file, a SavedModel directory, keras:<Arch>")
-    if not file.exists():
-        raise ctx.fail(f"{path}.source", f"{kind} {source!r} not found (relative to {base})")
-    if kind == "saved_model" and not (file / "saved_model.pb").is_file():
-        raise ctx.fail(f"{path}.source", f"{source!r} is a directory without saved_model.pb")
+    if not _exists(file):
+        raise ctx.fail(f"{path}.source", f"{kind} {_show(source)} not found (relative to {base})")
+    if kind == "saved_model" and not _is_file(file / "saved_model.pb"):
+        raise ctx.fail(f"{path}.source", f"{_show(source)} is a directory without "
+                       "saved_model.pb")
+    if kind in ("tflite", "keras_file"):
+        from farm.variants import model_file_problem
+
+        problem = model_file_problem(file, kind)
+        if problem:
+            raise ctx.fail(f"{path}.source", f"{_show(source)}: {problem}")
     default_name = file.stem if kind != "saved_model" else file.name
     name = _str(ctx, f"{path}.name", d.get("name", default_name), max_len=128)
     return ModelSource(name=name, kind=kind, path=str(file), input_shape=input_shape, seed=seed,
@@ -353,10 +490,11 @@ def _calibration(ctx: _Ctx, value: Any, base: Path) -> CalibrationSpec:
         return CalibrationSpec(kind="random", num_samples=num, seed=seed)
     raw = _str(ctx, f"calibration.{kind}", d[kind])
     target = (base / raw).resolve() if not Path(raw).is_absolute() else Path(raw)
-    if kind == "images" and not target.is_dir():
-        raise ctx.fail("calibration.images", f"directory {raw!r} not found (relative to {base})")
-    if kind == "npy" and not target.is_file():
-        raise ctx.fail("calibration.npy", f"file {raw!r} not found (relative to {base})")
+    if kind == "images" and not _is_dir(target):
+        raise ctx.fail("calibration.images", f"directory {_show(raw)} not found (relative to "
+                       f"{base})")
+    if kind == "npy" and not _is_file(target):
+        raise ctx.fail("calibration.npy", f"file {_show(raw)} not found (relative to {base})")
     return CalibrationSpec(kind=kind, path=str(target), num_samples=num, preprocess=pre,
                            seed=seed)
 
@@ -438,6 +576,7 @@ def parse_sweep(data: Any, *, file: str, sha256: str, base: Path,
         cooldown_zones=_list(ctx, "cooldown.zones", cool.get("zones", []),
                              lambda p, v: _str(ctx, p, v, max_len=128)),
         sampler_hz=_float(ctx, "sampler.hz", sampler.get("hz", 1.0), 0, 20),
+        affinity=_str(ctx, "affinity", d.get("affinity", "none"), choices=AFFINITIES),
         sustained=sustained,
         adaptive=_adaptive(ctx, d.get("adaptive", {}), quants, repeats),
         fidelity=_fidelity(ctx, d.get("fidelity", {"enabled": False})),

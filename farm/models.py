@@ -237,6 +237,7 @@ class FidelitySpec(_Dictable):
 
 
 COOLDOWN_MODES: tuple[str, ...] = ("closed_loop", "fixed")
+AFFINITIES: tuple[str, ...] = ("none", "big_cores")
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +265,9 @@ class Sweep(_Dictable):
     cooldown_fixed_s: float = 0.0
     cooldown_zones: tuple[str, ...] = ()  # fnmatch over zone types for the gate; empty = all
     sampler_hz: float = 1.0  # environment sampling while a sample runs; 0 = off
+    # "none": the OS schedules; "big_cores": taskset each sample onto the fastest cores
+    # (a mask per thread count, from the device's CPU clusters; devices.yaml cpu_masks win)
+    affinity: str = "none"
     sustained: tuple[SustainedSpec, ...] = ()
     adaptive: AdaptiveSpec = AdaptiveSpec()
     fidelity: FidelitySpec = FidelitySpec()
