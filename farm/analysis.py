@@ -35,7 +35,16 @@ Choices, stated once:
   "slower" when the whole CI is below 1 and the ratio is at most 1 / (1 + `min_effect`);
   otherwise "no clear difference". "not comparable" when a side's delegate did not fully apply
   (a partial or CPU-fallback number is not that delegate's number), a side has no usable sample,
-  the baseline case does not exist, or there are fewer than 2 pairs.
+  the baseline case does not exist, or there are fewer than 2 pairs. A side whose delegate did
+  not fully apply makes the row "not a verdict for that delegate" (the reason says which side
+  and why).
+- Phase: only `phase == "measure"` samples (the interleaved repeats) enter summaries and
+  verdicts. Sustained-mode windows (`phase == "sustained"`) are back-to-back, uncooled and
+  heat-dependent by design: they answer a different question (see `farm.policy`).
+- Adaptive repeats (`needs_more_samples`): the runner keeps sampling a pair while the speedup
+  CI still includes 1 and the budget lasts. Looking at the CI after every round and stopping at
+  the first exclusion inflates false verdicts (optional stopping); given the budget, each look
+  uses a Bonferroni-adjusted level, so the chance of any false early stop stays ≤ 1 - level.
 """
 
 from __future__ import annotations
@@ -94,7 +103,22 @@ SPEEDUP_COLUMNS: tuple[str, ...] = (
     "quantization", "baseline", "n_pairs", "ratio", "ci_low", "ci_high", "ci_level", "ci_method",
     "geomean_ratio", "verdict", "reason", "baseline_median_us", "variant_median_us",
     "baseline_cv", "variant_cv", "n_tainted_excluded", "baseline_coverage", "variant_coverage",
+    "baseline_n", "variant_n", "baseline_tainted_excluded", "variant_tainted_excluded",
+    "baseline_delegation", "variant_delegation",
 )
+
+#: The columns of `quantization_verdicts`, in the order `farm verdict quantization` shows them.
+VERDICT_COLUMNS: tuple[str, ...] = (
+    "device", "device_label", "simulated", "tier", "model", "delegate", "threads",
+    "quantization", "baseline", "ratio", "ci_low", "ci_high", "ci_level", "ci_method",
+    "verdict", "reason", "n_pairs", "baseline_n", "variant_n", "baseline_cv", "variant_cv",
+    "baseline_tainted_excluded", "variant_tainted_excluded", "n_tainted_excluded",
+    "baseline_coverage", "variant_coverage", "baseline_delegation", "variant_delegation",
+    "baseline_median_us", "variant_median_us", "geomean_ratio",
+)
+
+#: The phase of the interleaved repeats; the only phase summaries and verdicts use.
+MEASURE_PHASE = "measure"
 
 FASTEST_COLUMNS: tuple[str, ...] = (
     "device", "device_label", "simulated", "tier", "model", "quantization", "delegate", "threads",
@@ -180,7 +204,7 @@ def stability_flags(sample_avgs: Sequence[float]) -> tuple[str, ...]:
 
 
 def summarize(samples: pd.DataFrame, *, exclude_tainted: bool = True,
-              level: float = 0.95) -> pd.DataFrame:
+              level: float = 0.95, phase: str | None = MEASURE_PHASE) -> pd.DataFrame:
     """One row per case with median, CI, spread, init/memory, delegation, flags and verdict_ok.
 
     `n_ok` counts the samples the statistics use: status "ok", a latency, and (by default) not
@@ -189,9 +213,11 @@ def summarize(samples: pd.DataFrame, *, exclude_tainted: bool = True,
     delegate did not apply; `verdict_reason` says why. A partially delegated case keeps its
     verdict (that is how the configuration runs) but is flagged, and `speedups` refuses it.
     `flags` is the union of the runner's flags on the samples not excluded, plus
-    `stability_flags` of the latencies used.
+    `stability_flags` of the latencies used. Only samples of `phase` are used (None: all).
     """
     df = _normalized(samples)
+    if phase is not None:
+        df = df[df["phase"] == phase]
     if df.empty:
         return _empty(SUMMARY_COLUMNS)
     rows = [_summarize_case(key, group, exclude_tainted, level)
@@ -204,8 +230,10 @@ def speedups(samples: pd.DataFrame, baseline: str = "fp32", *, exclude_tainted: 
     """Paired speedup of each quantization over `baseline` per device × model × delegate × threads.
 
     ratio = baseline median / variant median over the rounds both have (> 1: variant faster).
+    Only measure-phase samples are used; sustained windows never are.
     """
     df = _normalized(samples)
+    df = df[df["phase"] == MEASURE_PHASE]
     if df.empty:
         return _empty(SPEEDUP_COLUMNS)
     usable = _usable_mask(df, exclude_tainted)
@@ -222,6 +250,55 @@ def speedups(samples: pd.DataFrame, baseline: str = "fp32", *, exclude_tainted: 
     if not rows:
         return _empty(SPEEDUP_COLUMNS)
     return _sorted(pd.DataFrame(rows, columns=list(SPEEDUP_COLUMNS)))
+
+
+def quantization_verdicts(samples: pd.DataFrame, *, include_tainted: bool = False,
+                          baseline: str = "fp32", level: float = 0.95,
+                          min_effect: float = MIN_EFFECT, seed: int = 0) -> pd.DataFrame:
+    """Each quantization against `baseline` per device × model × delegate × threads.
+
+    The table behind `farm verdict quantization`: `speedups` with the evidence columns in
+    display order (VERDICT_COLUMNS). Tainted samples are excluded unless `include_tainted`.
+    """
+    frame = speedups(samples, baseline, exclude_tainted=not include_tainted, level=level,
+                     min_effect=min_effect, seed=seed)
+    return frame[list(VERDICT_COLUMNS)].reset_index(drop=True)
+
+
+def needs_more_samples(base_avgs: Sequence[float], variant_avgs: Sequence[float],
+                       level: float = 0.95, *, max_pairs: int | None = None,
+                       min_pairs: int = MIN_N_FOR_VERDICT,
+                       equivalence_margin: float | None = None) -> bool:
+    """True while a pair's speedup CI still includes 1: the runner should sample another round.
+
+    `base_avgs[i]` and `variant_avgs[i]` are the latencies of round i (NaN where a side has no
+    usable sample; such rounds are dropped). Fewer than `min_pairs` usable pairs always need
+    more. With `max_pairs` (the budget), each look uses the Bonferroni level
+    1 - (1 - level) / (max_pairs - min_pairs + 1), so stopping at the first exclusion keeps the
+    chance of any false early stop ≤ 1 - level; without it each look uses `level` as is.
+    With `equivalence_margin` m, a CI inside (1/(1+m), 1+m) also stops: a difference that
+    large is ruled out, so more rounds cannot change the verdict to faster or slower.
+    The runner stops anyway when its budget is spent.
+    """
+    b = np.asarray(base_avgs, dtype=float)
+    v = np.asarray(variant_avgs, dtype=float)
+    if len(b) != len(v):
+        raise ValueError(f"paired latencies differ in length: {len(b)} vs {len(v)}")
+    keep = np.isfinite(b) & np.isfinite(v) & (b > 0) & (v > 0)
+    b, v = b[keep], v[keep]
+    if len(b) < max(2, min_pairs):
+        return True
+    if max_pairs is not None and max_pairs >= min_pairs:
+        level = 1.0 - (1.0 - level) / (max_pairs - max(2, min_pairs) + 1)
+    ci = ratio_ci(b, v, level=level)
+    if math.isnan(ci.low) or math.isnan(ci.high):
+        return True
+    if ci.low > 1.0 or ci.high < 1.0:
+        return False
+    if equivalence_margin is not None:
+        m = 1.0 + equivalence_margin
+        return not (ci.low > 1.0 / m and ci.high < m)
+    return True
 
 
 def fastest(summary: pd.DataFrame) -> pd.DataFrame:
@@ -331,6 +408,9 @@ def _normalized(samples: pd.DataFrame) -> pd.DataFrame:
     for col in _TEXT:
         df[col] = (df[col].astype(object).where(df[col].notna(), "").astype(str)
                    if col in df.columns else "")
+    df["phase"] = (df["phase"].astype(object).where(df["phase"].notna(), MEASURE_PHASE)
+                   .replace("", MEASURE_PHASE).astype(str)
+                   if "phase" in df.columns else MEASURE_PHASE)
     for col in ("tainted", "simulated"):
         df[col] = df[col].fillna(False).astype(bool) if col in df.columns else False
     df.loc[df["device_label"] == "", "device_label"] = df["device"].astype(str)
@@ -455,13 +535,15 @@ def _speedup_row(keys: dict[str, Any], baseline: str, quant: str, base: pd.DataF
     base_rounds, var_rounds = _per_round(base, usable), _per_round(variant, usable)
     paired = pd.concat([base_rounds.rename("b"), var_rounds.rename("v")], axis=1,
                        join="inner").dropna()
-    base_cov = _coverage(base)[0] if base is not None else COVERAGE_UNKNOWN
-    var_cov = _coverage(variant)[0]
-    tainted = 0
+    base_cov, base_detail = (_coverage(base) if base is not None
+                             else (COVERAGE_UNKNOWN, f"no {baseline} case"))
+    var_cov, var_detail = _coverage(variant)
+    tainted_side = [0, 0]
     if exclude_tainted:
-        for side in (base, variant):
+        for i, side in enumerate((base, variant)):
             if side is not None:
-                tainted += int((side["tainted"] & (side["status"] == "ok")).sum())
+                tainted_side[i] = int((side["tainted"] & (side["status"] == "ok")).sum())
+    tainted = sum(tainted_side)
     row: dict[str, Any] = {
         **keys, "device_label": first["device_label"],
         "simulated": bool(first["simulated"]), "tier": first["tier"],
@@ -474,6 +556,9 @@ def _speedup_row(keys: dict[str, Any], baseline: str, quant: str, base: pd.DataF
         "variant_cv": coefficient_of_variation(var_rounds),
         "n_tainted_excluded": tainted,
         "baseline_coverage": base_cov, "variant_coverage": var_cov,
+        "baseline_n": len(base_rounds), "variant_n": len(var_rounds),
+        "baseline_tainted_excluded": tainted_side[0], "variant_tainted_excluded": tainted_side[1],
+        "baseline_delegation": base_detail, "variant_delegation": var_detail,
     }
     why = _not_comparable(keys["delegate"], baseline, quant, base, base_cov, var_cov,
                           base_rounds, var_rounds, len(paired))
@@ -501,9 +586,12 @@ def _not_comparable(delegate: str, baseline: str, quant: str, base: pd.DataFrame
     if base is None:
         return f"no {baseline} case for this device × model × delegate × threads"
     reasons: list[str] = []
+    coverage: list[str] = []
     for name, cov in ((baseline, base_cov), (quant, var_cov)):
         if cov not in COMPARABLE_COVERAGES and cov != COVERAGE_UNKNOWN:
-            reasons.append(f"{delegate} delegate {cov} on {name}")
+            coverage.append(f"{delegate} delegate {cov} on {name}")
+    if coverage:  # a partial or CPU-fallback latency is not that delegate's number
+        reasons.append(f"not a verdict for the {delegate} delegate: " + ", ".join(coverage))
     for name, rounds in ((baseline, base_rounds), (quant, var_rounds)):
         if rounds.empty:
             reasons.append(f"{name} has no usable sample")
@@ -541,6 +629,69 @@ def ratio_ci(base: np.ndarray, variant: np.ndarray, *, level: float = 0.95,
                    float(res.confidence_interval.high), level,
                    f"paired percentile bootstrap over rounds (n={n}, "
                    f"{BOOTSTRAP_RESAMPLES} resamples, seed {seed})", geomean)
+
+
+def ratio_ci_independent(base: np.ndarray, new: np.ndarray, *, level: float = 0.95,
+                         seed: int = 0) -> RatioCI:
+    """CI for median(base)/median(new) from two independent samples (e.g. two nights' runs).
+
+    Fewer than 10 values on a side: a Welch t-interval on the difference of mean log latencies,
+    exponentiated (its centre, `geomean_ratio`, is the ratio of geometric means); as for the
+    paired case, a bootstrap at n < 10 has too few distinct resamples to cover honestly.
+    Otherwise a two-sample percentile bootstrap of the ratio of medians (seeded).
+    """
+    b = np.asarray(base, dtype=float)
+    v = np.asarray(new, dtype=float)
+    nb, nv = len(b), len(v)
+    if nb == 0 or nv == 0:
+        return RatioCI(math.nan, math.nan, math.nan, math.nan, "none (empty side)", math.nan)
+    ratio = float(np.median(b) / np.median(v))
+    lb, lv = np.log(b), np.log(v)
+    geomean = float(np.exp(lb.mean() - lv.mean()))
+    if nb < 2 or nv < 2:
+        return RatioCI(ratio, math.nan, math.nan, math.nan, "none (n<2 on a side)", geomean)
+    if min(nb, nv) < MIN_PAIRS_FOR_BOOTSTRAP:
+        vb, vv = float(np.var(lb, ddof=1)) / nb, float(np.var(lv, ddof=1)) / nv
+        se = math.sqrt(vb + vv)
+        diff = float(lb.mean() - lv.mean())
+        if se == 0.0:
+            return RatioCI(ratio, float(np.exp(diff)), float(np.exp(diff)), level,
+                           "degenerate (no spread on either side)", geomean)
+        # Welch–Satterthwaite degrees of freedom
+        df = (vb + vv) ** 2 / ((vb**2 / (nb - 1) if nb > 1 else 0.0)
+                               + (vv**2 / (nv - 1) if nv > 1 else 0.0))
+        half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+        return RatioCI(ratio, float(np.exp(diff - half)), float(np.exp(diff + half)), level,
+                       f"Welch t-interval on log latencies (n={nb} vs {nv})", geomean)
+
+    def statistic(x: np.ndarray, y: np.ndarray, axis: int) -> np.ndarray:
+        return np.asarray(np.median(x, axis=axis) / np.median(y, axis=axis))
+
+    res = stats.bootstrap((b, v), statistic, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES,
+                          confidence_level=level, method="percentile",
+                          rng=np.random.default_rng(seed))
+    return RatioCI(ratio, float(res.confidence_interval.low), float(res.confidence_interval.high),
+                   level, f"two-sample percentile bootstrap of the ratio of medians (n={nb} vs "
+                   f"{nv}, {BOOTSTRAP_RESAMPLES} resamples, seed {seed})", geomean)
+
+
+def normalize_samples(samples: pd.DataFrame) -> pd.DataFrame:
+    """A copy of a samples frame with every column this module reads present and typed.
+
+    Missing numeric columns become NaN, text "", `tainted`/`simulated` False, `phase`
+    "measure", `round` falls back to `repeat`. Other modules (policy, compare) build on it.
+    """
+    return _normalized(samples)
+
+
+def usable_mask(df: pd.DataFrame, *, exclude_tainted: bool = True) -> pd.Series:
+    """Samples a statistic may use: status ok with a latency (and untainted unless asked)."""
+    return _usable_mask(df, exclude_tainted)
+
+
+def delegation_coverage(group: pd.DataFrame) -> tuple[str, str]:
+    """(coverage, detail) of a normalized group of one case's samples: COVERAGE_* and a text."""
+    return _coverage(group)
 
 
 def _overlaps(others: pd.DataFrame, best: pd.Series) -> pd.Series:
