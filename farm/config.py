@@ -71,7 +71,7 @@ class _YamlLimit(Exception):
     """A document that breaks one of the limits above (turned into a ConfigError)."""
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # yaml has no stubs here
     """yaml.SafeLoader with a nesting-depth and alias-count limit and no duplicate keys."""
 
     def __init__(self, stream: str) -> None:

@@ -159,9 +159,36 @@ def build_keras_app(keras: Any, source: ModelSource) -> tuple[Any, dict[str, Any
     return model, details
 
 
+def source_problem(source: ModelSource) -> str:
+    """Why a file source cannot be loaded at all ("" if it can be tried): missing, or of the
+    wrong type. The file may have changed since the sweep was validated; checking here gives
+    one plain sentence instead of a loader's stack of errors. Corrupt content is left to the
+    loader, whose own message says what is wrong with it."""
+    if source.kind not in ("saved_model", "keras_file"):
+        return ""
+    path = Path(source.path)
+    try:
+        if source.kind == "saved_model":
+            if not path.is_dir():
+                return f"{path}: SavedModel directory not found"
+            if not any((path / n).is_file() for n in ("saved_model.pb", "saved_model.pbtxt")):
+                return f"{path}: not a SavedModel directory (no saved_model.pb)"
+            return ""
+        if not path.exists():
+            return f"{path}: file not found"
+        if not path.is_file():
+            return f"{path}: not a regular file"
+    except OSError as e:
+        return f"{path}: cannot read: {e.strerror or e}"
+    return ""
+
+
 def _load(source: ModelSource, scratch: Path) -> _Loaded:
     """Read or build a source. Keras models are exported to a SavedModel in `scratch` once, so
     each quantization converts from it (from_keras_model would export again for every one)."""
+    problem = source_problem(source)
+    if problem:
+        raise ConversionError(problem)
     import keras  # noqa: I001 - TF and Keras are imported here, in the worker only
     import tensorflow as tf
 

@@ -154,8 +154,10 @@ def source_fingerprint(source: ModelSource) -> str:
                 f"model {source.name!r}: {path}: not a SavedModel directory (no saved_model.pb)"
             )
         return sha256_tree(path)
-    if not path.is_file():
-        raise ConfigError(f"model {source.name!r}: {path}: file not found")
+    # .keras content is the converter's to judge (config.py checks the zip signature up front)
+    problem = model_file_problem(path, "tflite" if source.kind == "tflite" else "")
+    if problem:
+        raise ConfigError(f"model {source.name!r}: {path}: {problem}")
     return sha256_file(path)
 
 
@@ -176,6 +178,57 @@ def variant_key(source: ModelSource, source_sha256: str, quantization: str,
         "quantization": quantization,
         "calibration": calibration_sha256 if quantization in CALIBRATED else None,
     })
+
+
+# --------------------------------------------------------------------------------------------
+# Model file checks: cheap, before anything reads a whole file or starts TensorFlow
+
+TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file_identifier of schema.fbs, at bytes 4..8
+# The header alone: root table offset and file identifier (a real model is hundreds of bytes;
+# anything this short is refused here, anything longer but corrupt by `read_tflite`).
+MIN_TFLITE_BYTES = 8
+# Flatbuffers address 2 GiB; larger models keep weights outside the file's flatbuffer and are
+# not what a phone benchmark farm is for. farm reads a .tflite whole, so this bounds memory.
+MAX_TFLITE_BYTES = 2 * 1024 * 1024 * 1024
+ZIP_MAGIC = b"PK"  # a .keras file is a zip archive (an HDF5 .h5 starts b"\x89HDF")
+
+
+def _head(path: Path, n: int) -> tuple[bytes, int]:
+    """The first `n` bytes and the size of a regular file; OSError as from open()."""
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        return f.read(n), size
+
+
+def model_file_problem(path: Path, kind: str) -> str:
+    """Why a `.tflite` or `.keras` model file cannot be used ("" when it looks right).
+
+    Checks, in order: it exists, is a regular file and can be opened; its size is sane; and
+    its first bytes identify the format (the "TFL3" flatbuffer identifier at bytes 4..8 of a
+    .tflite, the zip signature of a .keras). Reads at most 8 bytes.
+    """
+    try:
+        if not path.exists():
+            return "file not found"
+        if path.is_dir():
+            return "is a directory, not a file"
+        if not path.is_file():
+            return "is not a regular file"
+        head, size = _head(path, 8)
+    except OSError as e:
+        return f"cannot read: {e.strerror or e}"
+    if kind == "tflite":
+        if size < MIN_TFLITE_BYTES:
+            return f"not a .tflite model: only {size} bytes"
+        if size > MAX_TFLITE_BYTES:
+            return (f"{size / 2**30:.1f} GiB is larger than the "
+                    f"{MAX_TFLITE_BYTES // 2**30} GiB farm reads")
+        if head[4:8] != TFLITE_IDENTIFIER:
+            return ("not a .tflite model: no 'TFL3' flatbuffer identifier at bytes 4..8 "
+                    f"(found {head[4:8]!r})")
+    elif kind == "keras_file" and head[:2] != ZIP_MAGIC:
+        return "not a .keras model: a .keras file is a zip archive and this one is not"
+    return ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,6 +287,8 @@ class _Table:
         self.buf = buf
         self.pos = pos
         self.vtable = pos - struct.unpack_from("<i", buf, pos)[0]
+        if not 0 <= self.vtable < len(buf):  # struct would read a negative offset from the end
+            raise struct.error(f"vtable at {self.vtable} is outside the buffer")
         self.vtable_len = struct.unpack_from("<H", buf, self.vtable)[0]
 
     def _field(self, index: int) -> int:
@@ -250,21 +305,26 @@ class _Table:
         at = self._field(index)
         return int(struct.unpack_from(fmt, self.buf, at)[0]) if at else default
 
-    def vector(self, index: int) -> tuple[int, int]:
-        """(start, length) of a vector field; (0, 0) when absent."""
+    def vector(self, index: int, item_size: int = 1) -> tuple[int, int]:
+        """(start, length) of a vector field; (0, 0) when absent. A vector that would run past
+        the end of the buffer is corrupt (checked here, so no loop runs over a bogus length)."""
         at = self._field(index)
         if not at:
             return 0, 0
         vec = self._deref(at)
-        return vec + 4, int(struct.unpack_from("<I", self.buf, vec)[0])
+        n = int(struct.unpack_from("<I", self.buf, vec)[0])
+        if n * item_size > len(self.buf) - (vec + 4):
+            raise struct.error(f"vector of {n} items at {vec} runs past the end of the file")
+        return vec + 4, n
 
-    def numbers(self, index: int, fmt: str) -> tuple[float, ...]:
-        start, n = self.vector(index)
+    def numbers(self, index: int, fmt: str, limit: int | None = None) -> tuple[float, ...]:
         size = struct.calcsize(fmt)
+        start, n = self.vector(index, size)
+        n = n if limit is None else min(n, limit)
         return tuple(struct.unpack_from(fmt, self.buf, start + size * i)[0] for i in range(n))
 
     def tables(self, index: int) -> list[_Table]:
-        start, n = self.vector(index)
+        start, n = self.vector(index, 4)
         return [_Table(self.buf, self._deref(start + 4 * i)) for i in range(n)]
 
     def table(self, index: int) -> _Table | None:
@@ -276,9 +336,16 @@ class _Table:
         return self.buf[start:start + n].decode("utf-8", "replace")
 
 
+MAX_TENSOR_RANK = 64  # TFLite kernels handle rank <= 6; more is a corrupt file, not a model
+
+
 def read_tflite(data: bytes) -> TfliteInfo:
-    """Parse a .tflite flatbuffer; raises ConversionError if it is not one."""
-    if len(data) < 8 or data[4:8] != b"TFL3":
+    """Parse a .tflite flatbuffer; raises ConversionError if it is not one.
+
+    Every read is bounds-checked and every vector length is checked against the file size, so a
+    corrupt or hostile file costs at most a pass over its bytes and ends in ConversionError.
+    """
+    if len(data) < 8 or data[4:8] != TFLITE_IDENTIFIER:
         raise ConversionError("not a .tflite flatbuffer (file identifier 'TFL3' missing)")
     try:
         model = _Table(data, struct.unpack_from("<I", data, 0)[0])
@@ -296,20 +363,28 @@ def read_tflite(data: bytes) -> TfliteInfo:
         for t in main.tables(0):
             buffer_index = t.scalar(2, "<I")
             quant = t.table(4)
-            scales = quant.numbers(2, "<f") if quant is not None else ()
+            scales = quant.numbers(2, "<f", limit=1) if quant is not None else ()
+            shape = t.numbers(0, "<i")
+            if len(shape) > MAX_TENSOR_RANK:
+                raise ConversionError(f"corrupt .tflite flatbuffer: a tensor of rank {len(shape)}")
             tensors.append(TfliteTensor(
                 name=t.string(3),
                 dtype=TENSOR_TYPES.get(t.scalar(1, "<b"), f"type{t.scalar(1, '<b')}"),
-                shape=tuple(int(d) for d in t.numbers(0, "<i")),
+                shape=tuple(int(d) for d in shape),
                 is_constant=0 < buffer_index < len(constant) and constant[buffer_index],
                 scale=float(scales[0]) if scales else None,
             ))
+        inputs = tuple(int(i) for i in main.numbers(1, "<i"))
+        outputs = tuple(int(i) for i in main.numbers(2, "<i"))
+        if any(not 0 <= i < len(tensors) for i in inputs + outputs):
+            raise ConversionError("corrupt .tflite flatbuffer: an input or output names a "
+                                  f"tensor beyond the {len(tensors)} of the subgraph")
         return TfliteInfo(
             version=model.scalar(0, "<I"),
             num_subgraphs=len(subgraphs),
             tensors=tuple(tensors),
-            inputs=tuple(int(i) for i in main.numbers(1, "<i")),
-            outputs=tuple(int(i) for i in main.numbers(2, "<i")),
+            inputs=inputs,
+            outputs=outputs,
         )
     except (struct.error, IndexError, UnicodeDecodeError) as e:
         raise ConversionError(f"corrupt .tflite flatbuffer: {e}") from e
@@ -566,12 +641,20 @@ def _tflite_variants(source: ModelSource, quantizations: Sequence[str], cache_di
                      emit: Callable[[VariantEvent], None]) -> list[ModelVariant]:
     """A .tflite used as is: cached under its own sha256, reported as what its tensors show."""
     path = Path(source.path)
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:  # removed or made unreadable since it was fingerprinted
+        return [_failed(source, q, f"model {source.name!r}: {path}: cannot read: "
+                        f"{e.strerror or e}") for q in quantizations]
     sha = hashlib.sha256(data).hexdigest()
     try:
         detected = detect_quantization(read_tflite(data))
     except ConversionError as e:
-        return [_failed(source, q, f"{path}: {e}", source_sha256=sha) for q in quantizations]
+        out = [_failed(source, q, f"model {source.name!r}: {path}: {e}", source_sha256=sha)
+               for q in quantizations]
+        for v in out:
+            emit(VariantEvent("failed", source.name, v.quantization, detail=v.error))
+        return out
     dest = cache_dir / f"{sha}.tflite"
     meta = _lookup(cache_dir, sha)
     cached = meta is not None
