@@ -6,17 +6,19 @@ reports, `render_report` regenerates a report from the store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import logging
 import os
 import platform
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -267,22 +269,36 @@ def run_plan(p: Plan, *, db: Path = DEFAULT_DB, out_dir: Path = DEFAULT_REPORTS,
             binary = (host_binary(vendor_dir) if info.kind == "local" else
                       phone_binary(info, vendor_dir=vendor_dir, cache_dir=cache_dir))
             tier = tier_of(info, p.fleet)
-            store.add_device(run_id, {**info.to_dict(), "label": info.label}, tier=tier)
+            ov = override_for(p.fleet, info.serial)
+            masks = cpu_masks(info, sweep.threads, sweep.affinity, ov.cpu_masks)
+            store.add_device(run_id, {**info.to_dict(), "label": info.label,
+                                      "cpu_masks": {str(k): v for k, v in masks.items()}},
+                             tier=tier)
             targets.append(DeviceTarget(
-                device=dev, info=info, binary=binary, tier=tier,
-                cooldown_delta_c=sweep.cooldown_delta_c,
-                cooldown_timeout_s=sweep.cooldown_timeout_s))
-        planned = plan.expand(sweep, [t.info for t in targets], p.delegates, vmap,
-                              binary_sha256={t.info.serial: t.binary.sha256 for t in targets})
+                device=dev, info=info, binary=binary, tier=tier, cpu_masks=masks,
+                cooldown_delta_c=ov.cooldown_delta_c or sweep.cooldown_delta_c,
+                cooldown_timeout_s=(sweep.cooldown_timeout_s if ov.cooldown_timeout_s is None
+                                    else ov.cooldown_timeout_s),
+                cooldown_mode=sweep.cooldown_mode, cooldown_fixed_s=sweep.cooldown_fixed_s,
+                cooldown_zones=sweep.cooldown_zones, sampler_hz=sweep.sampler_hz))
+        overrides = {t.info.serial: override_for(p.fleet, t.info.serial)
+                     for t in targets}
+        planned = plan.expand(
+            sweep, [t.info for t in targets], p.delegates, vmap,
+            binary_sha256={t.info.serial: t.binary.sha256 for t in targets},
+            max_threads={s: o.max_threads for s, o in overrides.items() if o.max_threads},
+            skip_delegates={s: o.skip_delegates for s, o in overrides.items()})
+        sustained = plan.sustained_cases(sweep, planned)
         store.add_cases(run_id, [{**pc.case.to_dict(), "skip_reason": pc.skip_reason}
-                                 for pc in planned])
+                                 for pc in planned] + [c.to_dict() for c, _ in sustained])
         runnable: list[Case] = [pc.case for pc in planned if not pc.skip_reason]
         order = plan.schedule(runnable, sweep.repeats, sweep.seed)
         stats = RunStats()
         try:
-            stats = runner.run(targets, planned, order, run_id=run_id, store=store,
-                               params=sweep.params, delegates=p.delegates, variants=vmap,
-                               on_event=on_event, stop=stop)
+            with _sigterm_as_interrupt():
+                stats = runner.run(targets, planned, order, run_id=run_id, store=store,
+                                   params=sweep.params, delegates=p.delegates, variants=vmap,
+                                   on_event=on_event, stop=stop, sustained=sustained)
         except KeyboardInterrupt:
             store.update_run(run_id, status="interrupted", ended_at=_now())
             raise
@@ -293,6 +309,59 @@ def run_plan(p: Plan, *, db: Path = DEFAULT_DB, out_dir: Path = DEFAULT_REPORTS,
                          cases=len(planned), devices=[t.info for t in targets])
     finally:
         store.close()
+
+
+def override_for(fleet: config.Fleet, serial: str) -> config.DeviceOverride:
+    """devices.yaml overrides whose pattern matches the serial, merged in file order (a later
+    match wins field by field) (pure)."""
+    from fnmatch import fnmatchcase
+
+    merged = config.DeviceOverride(pattern=serial)
+    for o in fleet.overrides:
+        if not fnmatchcase(serial, o.pattern):
+            continue
+        merged = replace(
+            merged,
+            max_threads=o.max_threads if o.max_threads is not None else merged.max_threads,
+            cpu_masks=tuple({**dict(merged.cpu_masks), **dict(o.cpu_masks)}.items()),
+            cooldown_delta_c=(o.cooldown_delta_c if o.cooldown_delta_c is not None
+                              else merged.cooldown_delta_c),
+            cooldown_timeout_s=(o.cooldown_timeout_s if o.cooldown_timeout_s is not None
+                                else merged.cooldown_timeout_s),
+            skip_delegates=tuple(dict.fromkeys(merged.skip_delegates + o.skip_delegates)))
+    return merged
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a run is going, SIGTERM stops it like Ctrl-C: finished samples are committed,
+    the run is marked interrupted, and `--resume` picks it up. (SIGKILL cannot be caught;
+    every finished sample is committed anyway.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cpu_masks(info: DeviceInfo, threads: Sequence[int], affinity: str,
+              configured: Sequence[tuple[int, str]] = ()) -> dict[int, str]:
+    """taskset masks per thread count: devices.yaml's cpu_masks first, then (affinity
+    big_cores) the fastest cores from the device's clusters; none otherwise (pure)."""
+    from farm.probes import big_core_mask
+
+    masks = dict(configured)
+    if affinity == "big_cores" and info.clusters:
+        clusters = [(c.cpus, c.max_freq_khz) for c in info.clusters]
+        for t in threads:
+            if t not in masks:
+                mask = big_core_mask(clusters, t)
+                if mask:
+                    masks[t] = mask
+    return masks
 
 
 def default_vendor_dir() -> Path:

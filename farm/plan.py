@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
 from farm.devices import DeviceInfo
-from farm.models import Case, DelegateSpec, ModelVariant, Sweep
+from farm.models import Case, DelegateSpec, ModelVariant, SustainedSpec, Sweep
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +112,23 @@ def expand(sweep: Sweep, devices: Sequence[DeviceInfo], delegates: Mapping[str, 
                             reason = (f"{threads} threads exceed the device's limit of "
                                       f"{limit}")
                         out.append(PlannedCase(case, reason))
+    return out
+
+
+def sustained_cases(sweep: Sweep, planned: Sequence[PlannedCase]
+                    ) -> list[tuple[Case, SustainedSpec]]:
+    """The runnable cases a `sustained:` rule selects, as sustained cases with their own ids."""
+    out = []
+    for p in planned:
+        if p.skip_reason:
+            continue
+        spec = sweep.sustained_for(p.case)
+        if spec is None:
+            continue
+        key = "\x1f".join((p.case.case_id, "sustained", f"{spec.duration_s:g}",
+                           f"{spec.window_s:g}"))
+        out.append((replace(p.case, case_id=hashlib.sha256(key.encode()).hexdigest()[:16]),
+                    spec))
     return out
 
 

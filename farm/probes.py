@@ -9,8 +9,10 @@ records "no sensors" instead of inventing numbers.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 from farm.devices import Device
@@ -46,11 +48,20 @@ class Probe:
     cur_freq_khz: tuple[int, ...] = ()
     max_freq_khz: tuple[int, ...] = ()  # scaling_max_freq (a thermal cap lowers it)
     hw_max_freq_khz: tuple[int, ...] = ()  # cpuinfo_max_freq
+    vmrss_kb: int | None = None  # of the running benchmark process, if one was found
+    vmhwm_kb: int | None = None
+    uptime_s: float | None = None  # the device's own clock (/proc/uptime)
 
     @property
     def max_temp_c(self) -> float | None:
         """The hottest zone, or the battery if there are no zones."""
-        temps = [t for _, t in self.temps_c]
+        return self.temp_c(())
+
+    def temp_c(self, zones: Sequence[str]) -> float | None:
+        """The hottest zone whose type matches one of `zones` (fnmatch; empty: every zone);
+        the battery if no zone matches."""
+        temps = [t for kind, t in self.temps_c
+                 if not zones or any(fnmatchcase(kind, z) for z in zones)]
         if not temps and self.battery_temp_c is not None:
             return self.battery_temp_c
         return max(temps) if temps else None
@@ -69,7 +80,8 @@ class Probe:
                 "battery_temp_c": self.battery_temp_c, "charging": self.charging,
                 "cur_freq_khz": list(self.cur_freq_khz), "max_freq_khz": list(self.max_freq_khz),
                 "hw_max_freq_khz": list(self.hw_max_freq_khz), "max_temp_c": self.max_temp_c,
-                "freq_cap_ratio": self.freq_cap_ratio}
+                "freq_cap_ratio": self.freq_cap_ratio, "vmrss_kb": self.vmrss_kb,
+                "vmhwm_kb": self.vmhwm_kb, "uptime_s": self.uptime_s}
 
 
 # ----------------------------------------------------------------------------- pure parsers
@@ -164,6 +176,118 @@ def big_core_mask(clusters: Sequence[tuple[tuple[int, ...], int]], threads: int)
     return format(sum(1 << c for c in chosen), "x") if chosen else ""
 
 
+_HEAD_RE = re.compile(r"^==> (.+) <==$")
+_VM_RE = re.compile(r"^(VmRSS|VmHWM):\s*(\d+)\s*kB", re.MULTILINE)
+
+
+def parse_heads(text: str) -> dict[str, str]:
+    """`head -n 1 FILE FILE...` output -> {file: first line} (files that failed are absent)."""
+    out: dict[str, str] = {}
+    current = None
+    for line in text.splitlines():
+        m = _HEAD_RE.match(line.strip())
+        if m:
+            current = m.group(1)
+            out[current] = ""
+        elif current is not None and not out[current] and line.strip():
+            out[current] = line.strip()
+    return {k: v for k, v in out.items() if v}
+
+
+def parse_proc_status_kb(text: str) -> tuple[int | None, int | None]:
+    """(VmRSS, VmHWM) in kB from /proc/<pid>/status text (the largest if several processes)."""
+    rss = [int(v) for k, v in _VM_RE.findall(text) if k == "VmRSS"]
+    hwm = [int(v) for k, v in _VM_RE.findall(text) if k == "VmHWM"]
+    return (max(rss) if rss else None), (max(hwm) if hwm else None)
+
+
+_SECTIONS = ("@@mem", "@@thermal", "@@battery")
+
+
+def tick_argv(sensors: SensorMap, process_name: str = "") -> list[str]:
+    """One `sh -c` that reads every sensor of an Android device at once (one adb round trip).
+
+    The script is fixed; the only interpolated values are sysfs paths farm discovered and the
+    process name, each shell-quoted.
+    """
+    files = ["/proc/uptime", *(path for _, path in sensors.zones)]
+    for c in sensors.cpus:
+        base = f"{CPU_ROOT}/cpu{c}/cpufreq"
+        files += [f"{base}/scaling_cur_freq", f"{base}/scaling_max_freq",
+                  f"{base}/cpuinfo_max_freq"]
+    script = f"head -n 1 {' '.join(shlex.quote(f) for f in files)} 2>/dev/null; echo @@mem; "
+    if process_name:
+        script += (f"for p in $(pidof {shlex.quote(process_name)} 2>/dev/null); do "
+                   "cat /proc/$p/status 2>/dev/null; done; ")
+    script += "echo @@thermal; "
+    if sensors.has_dumpsys:
+        script += "dumpsys thermalservice 2>/dev/null; echo @@battery; dumpsys battery 2>/dev/null"
+    else:
+        script += "echo @@battery"
+    return ["sh", "-c", script]
+
+
+def parse_tick(text: str, sensors: SensorMap) -> Probe:
+    """The output of `tick_argv` -> a Probe (pure)."""
+    parts = re.split(r"^(@@mem|@@thermal|@@battery)\s*$", text, flags=re.MULTILINE)
+    body = {"heads": parts[0]}
+    for i in range(1, len(parts) - 1, 2):
+        body[parts[i]] = parts[i + 1]
+    heads = parse_heads(body["heads"])
+    temps = []
+    for kind, path in sensors.zones:
+        value = parse_zone_temp(heads[path]) if path in heads else None
+        if value is not None:
+            temps.append((kind, value))
+    cur, mx, hw = [], [], []
+    for c in sensors.cpus:
+        base = f"{CPU_ROOT}/cpu{c}/cpufreq"
+        vals = [parse_freq(heads.get(f"{base}/{n}", ""))
+                for n in ("scaling_cur_freq", "scaling_max_freq", "cpuinfo_max_freq")]
+        if all(v is not None for v in vals):
+            cur.append(int(vals[0] or 0))
+            mx.append(int(vals[1] or 0))
+            hw.append(int(vals[2] or 0))
+    rss, hwm = parse_proc_status_kb(body.get("@@mem", ""))
+    ts = parse_dumpsys_thermalservice(body.get("@@thermal", ""))
+    if not temps:
+        temps = sorted(ts.get("temps_c", {}).items())
+    battery = parse_dumpsys_battery(body.get("@@battery", ""))
+    try:
+        uptime = float(heads.get("/proc/uptime", "").split()[0])
+    except (ValueError, IndexError):
+        uptime = None
+    status = ts.get("status")
+    has = bool(temps or cur or status is not None or battery)
+    return Probe(has_sensors=has, temps_c=tuple(temps), thermal_status=status,
+                 battery_level=battery.get("level"), battery_temp_c=battery.get("temp_c"),
+                 charging=battery.get("charging", ""), cur_freq_khz=tuple(cur),
+                 max_freq_khz=tuple(mx), hw_max_freq_khz=tuple(hw), vmrss_kb=rss,
+                 vmhwm_kb=hwm, uptime_s=uptime)
+
+
+def parse_discovery(text: str) -> tuple[tuple[tuple[str, str], ...], tuple[int, ...]]:
+    """`head -n 1 thermal_zone*/type cpu*/cpufreq/cpuinfo_max_freq` -> (zones, cpus) (pure).
+
+    Zones are sorted by their number, so a gap in the numbering is harmless.
+    """
+    zones: list[tuple[int, str, str]] = []
+    cpus: list[int] = []
+    for path, value in parse_heads(text).items():
+        m = re.fullmatch(re.escape(THERMAL_ROOT) + r"/thermal_zone(\d+)/type", path)
+        if m:
+            zones.append((int(m.group(1)), value, f"{THERMAL_ROOT}/thermal_zone{m.group(1)}/temp"))
+            continue
+        m = re.fullmatch(re.escape(CPU_ROOT) + r"/cpu(\d+)/cpufreq/cpuinfo_max_freq", path)
+        if m and parse_freq(value) is not None:
+            cpus.append(int(m.group(1)))
+    return (tuple((kind, path) for _, kind, path in sorted(zones)), tuple(sorted(cpus)))
+
+
+DISCOVER_ARGV = ("sh", "-c", f"head -n 1 {THERMAL_ROOT}/thermal_zone*/type "
+                 f"{CPU_ROOT}/cpu*/cpufreq/cpuinfo_max_freq 2>/dev/null")
+
+
 # ----------------------------------------------------------------------------- device reads
 
 def _read(device: Device, path: str) -> str | None:
@@ -175,6 +299,10 @@ def _read(device: Device, path: str) -> str | None:
 
 def discover(device: Device, *, cpu_count: int, android: bool) -> SensorMap:
     """Find thermal zones (by type, never by index) and cpufreq CPUs."""
+    if android:
+        r = device.shell(DISCOVER_ARGV, timeout_s=PROBE_TIMEOUT_S)
+        zs, cs = parse_discovery(r.stdout)
+        return SensorMap(zones=zs, cpus=cs, has_dumpsys=True)
     zones = []
     misses = 0
     # Zone numbering can have gaps; stop after a few consecutive missing zones.
@@ -192,8 +320,17 @@ def discover(device: Device, *, cpu_count: int, android: bool) -> SensorMap:
     return SensorMap(zones=tuple(zones), cpus=cpus, has_dumpsys=android)
 
 
-def sample(device: Device, sensors: SensorMap) -> Probe:
-    """Read every known sensor once."""
+def sample(device: Device, sensors: SensorMap, *, process_name: str = "") -> Probe:
+    """Read every known sensor once (and the memory of `process_name`'s processes, if any).
+
+    Android devices answer one `sh -c` (see `tick_argv`); others are read file by file, which
+    is cheap where the device is this machine.
+    """
+    if sensors.has_dumpsys:
+        r = device.shell(tick_argv(sensors, process_name), timeout_s=PROBE_TIMEOUT_S)
+        if r.timed_out:
+            return Probe(has_sensors=False)
+        return parse_tick(r.stdout, sensors)
     temps = []
     for kind, path in sensors.zones:
         text = _read(device, path)
@@ -209,23 +346,14 @@ def sample(device: Device, sensors: SensorMap) -> Probe:
             cur.append(int(vals[0] or 0))
             mx.append(int(vals[1] or 0))
             hw.append(int(vals[2] or 0))
-    status = None
-    battery: dict[str, Any] = {}
-    if sensors.has_dumpsys:
-        r = device.shell(["dumpsys", "thermalservice"], timeout_s=PROBE_TIMEOUT_S)
-        if r.returncode == 0:
-            ts = parse_dumpsys_thermalservice(r.stdout)
-            status = ts.get("status")
-            if not temps:
-                temps = sorted(ts.get("temps_c", {}).items())
-        r = device.shell(["dumpsys", "battery"], timeout_s=PROBE_TIMEOUT_S)
-        if r.returncode == 0:
-            battery = parse_dumpsys_battery(r.stdout)
-    has = bool(temps or cur or status is not None or battery)
-    return Probe(has_sensors=has, temps_c=tuple(temps), thermal_status=status,
-                 battery_level=battery.get("level"), battery_temp_c=battery.get("temp_c"),
-                 charging=battery.get("charging", ""), cur_freq_khz=tuple(cur),
-                 max_freq_khz=tuple(mx), hw_max_freq_khz=tuple(hw))
+    rss = hwm = None
+    memory = getattr(device, "process_memory_kb", None)
+    if process_name and callable(memory):
+        rss, hwm = memory(process_name)
+    has = bool(temps or cur)
+    return Probe(has_sensors=has, temps_c=tuple(temps), cur_freq_khz=tuple(cur),
+                 max_freq_khz=tuple(mx), hw_max_freq_khz=tuple(hw), vmrss_kb=rss,
+                 vmhwm_kb=hwm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,13 +364,19 @@ class Baseline:
     probe: Probe = field(default_factory=lambda: Probe(has_sensors=False))
 
 
-def gate_ready(probe: Probe, baseline: Baseline, delta_c: float) -> tuple[bool, str]:
-    """Is the device cool enough to start a sample? (pure)"""
+def gate_ready(probe: Probe, baseline: Baseline, delta_c: float,
+               zones: Sequence[str] = ()) -> tuple[bool, str]:
+    """Is the device cool enough to start a sample? (pure)
+
+    Ready when the thermal status is 0 (or unknown) and the hottest of the chosen `zones`
+    (fnmatch over zone types; empty: all) is within `delta_c` of its idle baseline.
+    """
     if not probe.has_sensors:
         return True, "no sensors"
     if probe.thermal_status not in (None, 0):
         return False, f"thermal status {probe.thermal_status}"
-    t, b = probe.max_temp_c, baseline.temp_c
+    t = probe.temp_c(zones)
+    b = baseline.probe.temp_c(zones) if baseline.probe.has_sensors else baseline.temp_c
     if t is not None and b is not None and t > b + delta_c:
         return False, f"{t:.1f} °C > baseline {b:.1f} + {delta_c:g} °C"
     return True, "cool"

@@ -8,11 +8,12 @@ Touches devices only through the `Device` protocol and the store only through `S
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ from farm import probes
 from farm.benchmark_model import build_argv, parse_output
 from farm.devices import Device, DeviceInfo, ShellResult
 from farm.errors import BenchmarkError, DeviceError
-from farm.models import Case, DelegateSpec, ModelVariant, RunParams
+from farm.models import Case, DelegateSpec, ModelVariant, RunParams, SustainedSpec
 from farm.plan import PlannedCase
+from farm.sampler import Sampler, SeriesSummary, summarize
 from farm.store import SampleRecord, Store, now_iso
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ TAINTING_FLAGS = ("throttled", "freq_capped", "started_hot", "charging_changed")
 HIGH_VARIANCE_CV = 0.10  # pyperf's threshold: CV >= 10 % within one sample is suspect
 MAX_CONSECUTIVE_DEVICE_ERRORS = 3
 GATE_POLL_S = 1.0
+BACKOFF_BASE_S = 1.0
+BACKOFF_MAX_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,10 @@ class DeviceTarget:
     cpu_masks: Mapping[int, str] = field(default_factory=dict)
     cooldown_delta_c: float = 3.0
     cooldown_timeout_s: float = 120.0
+    cooldown_mode: str = "closed_loop"  # or "fixed": sleep cooldown_fixed_s, then look
+    cooldown_fixed_s: float = 0.0
+    cooldown_zones: tuple[str, ...] = ()
+    sampler_hz: float = 1.0
 
 
 @dataclass
@@ -104,9 +112,19 @@ class _Progress:
             return self.done, eta
 
 
+FREQ_CAP_MARGIN = 0.01  # a cap counts when it is this much below the device's idle cap
+
+
 def classify(parsed: Mapping[str, Any], delegate: DelegateSpec, result: ShellResult,
-             before: probes.Probe, after: probes.Probe, gate_reason: str) -> tuple[str, ...]:
-    """Suspect-sample flags (pure)."""
+             before: probes.Probe, after: probes.Probe, gate_reason: str,
+             series: SeriesSummary | None = None, idle_cap: float | None = None
+             ) -> tuple[str, ...]:
+    """Suspect-sample flags (pure).
+
+    With `series` (the sampler's summary) throttling, capping and charging changes are judged
+    over the whole sample, not only its two ends. A frequency cap counts only when it is below
+    the device's idle cap (`idle_cap`), since some devices cap scaling_max_freq at rest.
+    """
     flags: list[str] = []
     if delegate.provider:
         delegation = parsed.get("delegation") or ""
@@ -122,36 +140,47 @@ def classify(parsed: Mapping[str, Any], delegate: DelegateSpec, result: ShellRes
         flags.append("high_variance")
     if not before.has_sensors and not after.has_sensors:
         flags.append("no_sensors")
-    if (after.thermal_status or 0) >= 1 or (before.thermal_status or 0) >= 1:
+    series = series or summarize(before, after, ())
+    if (series.thermal_status_max or 0) >= 1:
         flags.append("throttled")
-    caps = [r for r in (before.freq_cap_ratio, after.freq_cap_ratio) if r is not None]
-    if caps and min(caps) < 0.999:
+    reference = 1.0 if idle_cap is None else idle_cap
+    if series.freq_cap_min is not None and series.freq_cap_min < reference - FREQ_CAP_MARGIN:
         flags.append("freq_capped")
-    if gate_reason and gate_reason not in ("cool", "no sensors"):
+    if gate_reason and gate_reason not in ("cool", "no sensors", SUSTAINED_GATE):
         flags.append("started_hot")
-    if before.charging and after.charging and before.charging != after.charging:
+    if len(series.charging_states) > 1:
         flags.append("charging_changed")
     return tuple(flags)
 
 
+SUSTAINED_GATE = "sustained window"  # windows after the first run back to back, on purpose
+
+
 def _env(before: probes.Probe, after: probes.Probe, wait_s: float,
-         variant: ModelVariant | None, binary: BinarySpec) -> dict[str, Any]:
-    temps = [t for t in (before.max_temp_c, after.max_temp_c) if t is not None]
-    caps = [r for r in (before.freq_cap_ratio, after.freq_cap_ratio) if r is not None]
+         variant: ModelVariant | None, binary: BinarySpec,
+         series: SeriesSummary | None = None, sampler: Sampler | None = None
+         ) -> dict[str, Any]:
+    series = series or summarize(before, after, ())
     return {
         "variant_sha256": variant.sha256 if variant else "",
         "variant_size_bytes": variant.size_bytes if variant else None,
         "binary_sha256": binary.sha256,
         "temp_before_c": before.max_temp_c, "temp_after_c": after.max_temp_c,
-        "temp_max_c": max(temps) if temps else None,
+        "temp_max_c": series.temp_max_c,
         "thermal_status_before": before.thermal_status,
         "thermal_status_after": after.thermal_status,
+        "thermal_status_max": series.thermal_status_max,
         "battery_level": after.battery_level if after.battery_level is not None
         else before.battery_level,
         "battery_temp_c": after.battery_temp_c,
         "charging": after.charging or before.charging,
-        "freq_cap_ratio": min(caps) if caps else None,
+        "charging_before": before.charging, "charging_after": after.charging,
+        "freq_cap_ratio": series.freq_cap_min,
         "cooldown_wait_s": wait_s,
+        "vmhwm_mb": None if series.vmhwm_max_kb is None else series.vmhwm_max_kb / 1024,
+        "vmrss_max_mb": None if series.vmrss_max_kb is None else series.vmrss_max_kb / 1024,
+        "sampler_points": series.points,
+        "sampler_cost_s": None if sampler is None else round(sampler.cost_s, 4),
     }
 
 
@@ -219,11 +248,25 @@ class DeviceWorker:
     # -------------------------------------------------------------- gate
 
     def wait_cool(self) -> tuple[float, str, probes.Probe]:
-        """Closed-loop cooldown: poll sensors until cool or the timeout; return the wait."""
+        """The cooldown gate; returns (seconds waited, why it opened, the last probe).
+
+        closed_loop: poll sensors until the thermal status is 0 and the gate zones are within
+        delta of the idle baseline, or the timeout. fixed (explicit opt-in): sleep, then look;
+        a device still hot after the sleep makes the sample `started_hot`.
+        """
         start = self.monotonic()
+        if self.t.cooldown_mode == "fixed":
+            self.emit(kind="gate", message=f"fixed cooldown {self.t.cooldown_fixed_s:g} s")
+            self.sleep(self.t.cooldown_fixed_s)
+            probe = probes.sample(self.t.device, self.sensors)
+            ready, reason = probes.gate_ready(probe, self.baseline, self.t.cooldown_delta_c,
+                                              self.t.cooldown_zones)
+            waited = self.monotonic() - start
+            return waited, reason if ready else f"after a fixed {waited:.0f} s: {reason}", probe
         while True:
             probe = probes.sample(self.t.device, self.sensors)
-            ready, reason = probes.gate_ready(probe, self.baseline, self.t.cooldown_delta_c)
+            ready, reason = probes.gate_ready(probe, self.baseline, self.t.cooldown_delta_c,
+                                              self.t.cooldown_zones)
             waited = self.monotonic() - start
             if ready:
                 return waited, reason, probe
@@ -248,100 +291,247 @@ class DeviceWorker:
         else:
             self.stats.samples_skipped += 1
 
-    def run_sample(self, rnd: int, pos: int, case: Case) -> SampleRecord:
+    def _process_match(self, graph: str) -> str:
+        """What identifies the benchmark process for memory readings: its name on a phone,
+        the model path on the host (where the runner is an interpreter process)."""
+        if self.t.info.kind == "local":
+            return graph
+        return Path(self.binary_argv[0]).name if self.binary_argv else ""
+
+    def run_sample(self, rnd: int, pos: int, case: Case, *, phase: str = "measure",
+                   params: RunParams | None = None,
+                   gate: tuple[float, str, probes.Probe] | None = None,
+                   window_offset_s: float | None = None) -> SampleRecord:
+        """One benchmark_model process, with the gate before it and the sampler during it."""
+        params = params or self.params
         delegate = self.delegates[case.delegate]
         variant = self.variants[(case.model, case.quantization)]
-        wait_s, gate_reason, before = self.wait_cool()
+        wait_s, gate_reason, before = gate if gate is not None else self.wait_cool()
         mask = self.t.cpu_masks.get(case.threads, "")
-        argv = build_argv(self.binary_argv, graph=self.remote_models[variant.sha256],
-                          threads=case.threads, params=self.params,
+        graph = self.remote_models[variant.sha256]
+        argv = build_argv(self.binary_argv, graph=graph, threads=case.threads, params=params,
                           delegate_flags=delegate.flags)
         if mask:
             argv = ["taskset", mask, *argv]
+        match = self._process_match(graph)
+        dev, sensors = self.t.device, self.sensors
         started = now_iso()
-        result = self.t.device.shell(argv, timeout_s=self.params.timeout_s)
+        with Sampler(lambda: probes.sample(dev, sensors, process_name=match),
+                     hz=self.t.sampler_hz if sensors.zones or sensors.cpus or
+                     sensors.has_dumpsys or match else 0.0) as sampler:
+            result = dev.shell(argv, timeout_s=params.timeout_s)
         ended = now_iso()
-        after = probes.sample(self.t.device, self.sensors)
+        after = probes.sample(dev, sensors)
+        series = summarize(before, after, sampler.points)
         self.stats.benchmark_s += result.duration_s
         parsed = parse_output(result.output, exit_code=result.returncode).to_dict()
         if result.timed_out:
-            status, error = "failed", (f"timed out after {self.params.timeout_s:g} s; "
+            status, error = "failed", (f"timed out after {params.timeout_s:g} s; "
                                        "benchmark_model was killed")
         elif parsed.get("success") and result.returncode == 0:
             status, error = "ok", ""
         else:
             status = "failed"
             error = parsed.get("error") or f"benchmark_model exited {result.returncode}"
-        flags = classify(parsed, delegate, result, before, after, gate_reason)
+        flags = classify(parsed, delegate, result, before, after, gate_reason, series,
+                         self.baseline.probe.freq_cap_ratio)
         return SampleRecord(
             run_id=self.run_id, case_id=case.case_id, device=case.device, model=case.model,
             quantization=case.quantization, delegate=case.delegate, threads=case.threads,
             repeat=rnd, round=rnd, position=pos, status=status, error=error, flags=flags,
-            tainted=any(f in TAINTING_FLAGS for f in flags), cpu_mask=mask,
-            exit_code=result.returncode, parsed=parsed,
-            env=_env(before, after, wait_s, variant, self.t.binary),
+            tainted=phase == "measure" and any(f in TAINTING_FLAGS for f in flags),
+            cpu_mask=mask, exit_code=result.returncode, parsed=parsed,
+            env=_env(before, after, wait_s, variant, self.t.binary, series, sampler),
             env_series={"before": before.to_dict(), "after": after.to_dict(),
-                        "gate": gate_reason},
+                        "gate": gate_reason, "points": [p.to_dict() for p in sampler.points],
+                        "sampler_errors": sampler.errors},
             started_at=started, ended_at=ended, duration_s=result.duration_s,
-            argv=tuple(argv), raw_output=result.output)
+            argv=tuple(argv), raw_output=result.output, phase=phase,
+            window_offset_s=window_offset_s)
+
+    def run_sustained(self, case: Case, spec: SustainedSpec,
+                      done: set[tuple[str, int]]) -> None:
+        """Sustained mode: after the gate, back-to-back windows for spec.duration_s.
+
+        Each window is its own benchmark_model process running for window_s; it is stored as a
+        sample with phase "sustained" and repeat = window index. An interrupted sustained case
+        cannot be resumed (the device has cooled since), so its missing windows are recorded
+        as skipped with that reason.
+        """
+        n = windows_of(spec)
+        have = sum(1 for w in range(n) if (case.case_id, w) in done)
+        if have == n:
+            return
+        if have:
+            self._abandon([(w, 0, case) for w in range(n) if (case.case_id, w) not in done],
+                          "sustained run was interrupted; windows cannot be resumed after the "
+                          "device cooled down (start a new run)", phase="sustained")
+            return
+        gate = self.wait_cool()
+        start = self.monotonic()
+        for w in range(n):
+            if self.stop.is_set():
+                self.stats.interrupted = True
+                return
+            params = replace(self.params, num_runs=1, min_secs=spec.window_s,
+                             max_secs=max(spec.window_s * 2, spec.window_s + 5),
+                             warmup_runs=self.params.warmup_runs if w == 0 else 1,
+                             warmup_min_secs=self.params.warmup_min_secs if w == 0 else 0.0,
+                             timeout_s=max(self.params.timeout_s, spec.window_s * 3 + 30))
+            self.emit(kind="sample_started", case=case,
+                      message=f"{case.label()} sustained window {w + 1}/{n}")
+            offset = self.monotonic() - start
+            try:
+                record = self.run_sample(w, 0, case, phase="sustained", params=params,
+                                         gate=gate, window_offset_s=offset)
+            except DeviceError as e:
+                self.stats.errors.append(str(e))
+                self.store.append(self._device_failure(w, 0, case, e, phase="sustained"))
+                self._abandon([(x, 0, case) for x in range(w + 1, n)],
+                              f"sustained run stopped by a device error: {e}",
+                              phase="sustained")
+                return
+            self._store(record, case)
+            after = record.env_series.get("after")
+            gate = (0.0, SUSTAINED_GATE, _probe_from(after) if after else gate[2])
+
+    def _store(self, record: SampleRecord, case: Case) -> None:
+        self.store.append(record)  # committed before the next sample starts
+        if record.status == "ok":
+            self.stats.samples_ok += 1
+        else:
+            self.stats.samples_failed += 1
+        n, eta = self.progress.tick()
+        self.emit(kind="sample_finished", case=case, index=n, status=record.status,
+                  eta_s=eta, message=record.error)
+
+    def _device_failure(self, rnd: int, pos: int, case: Case, e: DeviceError,
+                        phase: str = "measure") -> SampleRecord:
+        return SampleRecord(
+            run_id=self.run_id, case_id=case.case_id, device=case.device,
+            model=case.model, quantization=case.quantization, delegate=case.delegate,
+            threads=case.threads, repeat=rnd, round=rnd, position=pos, status="failed",
+            error=f"device error: {e}", started_at=now_iso(), ended_at=now_iso(), phase=phase)
 
     def run(self, planned: Sequence[PlannedCase], order: Sequence[tuple[int, int, Case]],
-            done: set[tuple[str, int]]) -> RunStats:
-        """Stage, then run this device's scheduled samples; failures become records."""
+            done: set[tuple[str, int]],
+            sustained: Sequence[tuple[Case, SustainedSpec]] = ()) -> RunStats:
+        """Stage, then run this device's scheduled samples, then its sustained cases.
+
+        Failures become records. After a device error the worker backs off (1, 2, 4 ... s,
+        capped) and reconnects before the next sample; after MAX_CONSECUTIVE_DEVICE_ERRORS in
+        a row the device is quarantined and its remaining cases are recorded as skipped.
+        """
         for p in planned:
             if p.skip_reason and (p.case.case_id, 0) not in done:
                 self.record_unrunnable(p)
                 self.progress.tick()
         todo = [(r, pos, c) for r, pos, c in order if (c.case_id, r) not in done]
+        sus = [(c, spec) for c, spec in sustained
+               if any((c.case_id, w) not in done for w in range(windows_of(spec)))]
         try:
-            self.stage([c for _, _, c in todo])
+            self.stage([c for _, _, c in todo] + [c for c, _ in sus])
         except (DeviceError, BenchmarkError) as e:
-            self._abandon(todo, f"could not prepare the device: {e}")
+            reason = f"could not prepare the device: {e}"
+            self._abandon(todo, reason)
+            self._abandon_sustained(sus, done, reason)
+            self.release()
             return self.stats
+        try:
+            quarantine = self._run_measure(todo)
+            if quarantine:
+                self._abandon_sustained(sus, done, quarantine)
+            else:
+                for case, spec in sus:
+                    if self.stop.is_set():
+                        self.stats.interrupted = True
+                        break
+                    self.run_sustained(case, spec, done)
+        finally:
+            self.release()
+        return self.stats
+
+    def _run_measure(self, todo: Sequence[tuple[int, int, Case]]) -> str:
+        """The interleaved samples; returns the quarantine reason if the device was dropped."""
         consecutive = 0
-        last_error = ""
         for i, (rnd, pos, case) in enumerate(todo):
             if self.stop.is_set():
                 self.stats.interrupted = True
-                break
+                return ""
+            if consecutive:
+                self._recover(consecutive)
             self.emit(kind="sample_started", case=case, message=case.label())
             try:
                 record = self.run_sample(rnd, pos, case)
                 consecutive = 0
             except DeviceError as e:
                 consecutive += 1
-                last_error = str(e)
-                self.stats.errors.append(last_error)
-                record = SampleRecord(
-                    run_id=self.run_id, case_id=case.case_id, device=case.device,
-                    model=case.model, quantization=case.quantization, delegate=case.delegate,
-                    threads=case.threads, repeat=rnd, round=rnd, position=pos, status="failed",
-                    error=f"device error: {e}", started_at=now_iso(), ended_at=now_iso())
+                self.stats.errors.append(str(e))
+                record = self._device_failure(rnd, pos, case, e)
                 self.emit(kind="device_error", case=case, message=str(e))
-            self.store.append(record)  # committed before the next sample starts
-            if record.status == "ok":
-                self.stats.samples_ok += 1
-            else:
-                self.stats.samples_failed += 1
-            n, eta = self.progress.tick()
-            self.emit(kind="sample_finished", case=case, index=n, status=record.status,
-                      eta_s=eta, message=record.error)
+            self._store(record, case)
             if consecutive >= MAX_CONSECUTIVE_DEVICE_ERRORS:
-                self._abandon(todo[i + 1:], f"device quarantined after {consecutive} "
-                                            f"consecutive device errors: {last_error}")
-                break
-        return self.stats
+                reason = (f"device quarantined after {consecutive} consecutive device errors: "
+                          f"{record.error.removeprefix('device error: ')}")
+                self._abandon(todo[i + 1:], reason)
+                return reason
+        return ""
 
-    def _abandon(self, todo: Sequence[tuple[int, int, Case]], reason: str) -> None:
+    def _recover(self, attempt: int) -> None:
+        """Back off after a device error, then ask the device to reconnect if it can."""
+        delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+        self.emit(kind="gate", message=f"device error; retrying in {delay:g} s")
+        if self.stop.wait(delay):
+            return
+        reconnect = getattr(self.t.device, "reconnect", None)
+        if callable(reconnect):
+            try:
+                reconnect()
+            except DeviceError as e:
+                log.info("%s: reconnect failed: %s", self.serial, e)
+
+    def release(self) -> None:
+        """Give the device back (its farm lock), best effort."""
+        unlock = getattr(self.t.device, "unlock", None)
+        if callable(unlock):
+            try:
+                unlock()
+            except DeviceError as e:
+                log.warning("%s: could not release the device lock: %s", self.serial, e)
+
+    def _abandon(self, todo: Sequence[tuple[int, int, Case]], reason: str,
+                 phase: str = "measure") -> None:
         self.stats.errors.append(reason)
         for rnd, pos, case in todo:
             self.store.append(SampleRecord(
                 run_id=self.run_id, case_id=case.case_id, device=case.device, model=case.model,
                 quantization=case.quantization, delegate=case.delegate, threads=case.threads,
                 repeat=rnd, round=rnd, position=pos, status="skipped", error=reason,
-                started_at=now_iso(), ended_at=now_iso()))
+                started_at=now_iso(), ended_at=now_iso(), phase=phase))
             self.stats.samples_skipped += 1
             self.progress.tick()
+
+    def _abandon_sustained(self, sus: Sequence[tuple[Case, SustainedSpec]],
+                           done: set[tuple[str, int]], reason: str) -> None:
+        for case, spec in sus:
+            self._abandon([(w, 0, case) for w in range(windows_of(spec))
+                           if (case.case_id, w) not in done], reason, phase="sustained")
+
+
+def windows_of(spec: SustainedSpec) -> int:
+    """How many windows a sustained case runs."""
+    return max(1, math.ceil(spec.duration_s / spec.window_s - 1e-9))
+
+
+def _probe_from(d: Mapping[str, Any]) -> probes.Probe:
+    """A Probe back from its to_dict() form (for chaining sustained windows)."""
+    return probes.Probe(
+        has_sensors=bool(d.get("has_sensors")), temps_c=tuple((d.get("temps_c") or {}).items()),
+        thermal_status=d.get("thermal_status"), battery_level=d.get("battery_level"),
+        battery_temp_c=d.get("battery_temp_c"), charging=d.get("charging") or "",
+        cur_freq_khz=tuple(d.get("cur_freq_khz") or ()),
+        max_freq_khz=tuple(d.get("max_freq_khz") or ()),
+        hw_max_freq_khz=tuple(d.get("hw_max_freq_khz") or ()))
 
 
 def _fmt_temp(t: float | None) -> str:
@@ -353,13 +543,20 @@ def run(targets: Sequence[DeviceTarget], planned: Sequence[PlannedCase],
         params: RunParams, delegates: Mapping[str, DelegateSpec],
         variants: Mapping[tuple[str, str], ModelVariant],
         on_event: Callable[[Event], None] | None = None,
-        stop: threading.Event | None = None) -> RunStats:
-    """Run every device in parallel (one thread each); return the combined stats."""
+        stop: threading.Event | None = None,
+        sustained: Sequence[tuple[Case, SustainedSpec]] = ()) -> RunStats:
+    """Run every device in parallel (one thread each); return the combined stats.
+
+    A bug in one device's worker is logged and recorded in the stats; the other devices go
+    on (the missing samples can be run with --resume).
+    """
     on_event = on_event or (lambda e: None)
     stop = stop or threading.Event()
     done = store.done_keys(run_id)
     total = sum(1 for r, _, c in order if (c.case_id, r) not in done) + sum(
-        1 for p in planned if p.skip_reason and (p.case.case_id, 0) not in done)
+        1 for p in planned if p.skip_reason and (p.case.case_id, 0) not in done) + sum(
+        1 for c, spec in sustained for w in range(windows_of(spec))
+        if (c.case_id, w) not in done)
     progress = _Progress(total, on_event)
     on_event(Event(kind="run_started", total=total, message=run_id))
     start = time.monotonic()
@@ -373,15 +570,20 @@ def run(targets: Sequence[DeviceTarget], planned: Sequence[PlannedCase],
             for w in workers:
                 mine = [p for p in planned if p.case.device == w.serial]
                 my_order = [o for o in order if o[2].device == w.serial]
-                futures.append(pool.submit(w.run, mine, my_order, done))
+                my_sus = [(c, spec) for c, spec in sustained if c.device == w.serial]
+                futures.append(pool.submit(w.run, mine, my_order, done, my_sus))
             try:
-                for f in futures:
+                for w, f in zip(workers, futures, strict=True):
                     while True:
                         try:
                             f.result(timeout=0.5)
                             break
                         except TimeoutError:
                             continue
+                        except Exception as e:  # noqa: BLE001 - one device's bug stops only it
+                            log.exception("%s: worker failed", w.serial)
+                            w.stats.errors.append(f"{w.serial}: internal error: {e!r}")
+                            break
             except KeyboardInterrupt:
                 stop.set()
                 stats.interrupted = True

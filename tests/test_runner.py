@@ -166,6 +166,9 @@ def test_cooldown_gate_waits_for_temperature(tmp_path: Path) -> None:
         def __contains__(self, k: object) -> bool:
             return k in files or k == "/sys/class/thermal/thermal_zone0/temp"
 
+        def __iter__(self):
+            return iter([*files, "/sys/class/thermal/thermal_zone0/temp"])
+
         def __getitem__(self, k: str) -> str:
             if k.endswith("/temp"):
                 return f"{next(temps)}\n"

@@ -5,8 +5,10 @@ Integration tests use the real adb server and simulated phones instead. Touches 
 
 from __future__ import annotations
 
+import shlex
 import threading
 from collections.abc import Callable, Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from farm.devices import DeviceInfo, ShellResult
@@ -44,7 +46,29 @@ class FakeDevice:
         argv = tuple(argv)
         with self.lock:
             self.calls.append(argv)
+        if argv[:2] == ("sh", "-c") and argv[2].startswith("head -n 1 "):
+            return self._sensor_script(argv)
         return self._script(argv)
+
+    def _sensor_script(self, argv: tuple[str, ...]) -> ShellResult:
+        """Answer farm.probes' two fixed `sh -c` scripts (discovery and the sampler's tick)
+        from `files` and the script's `dumpsys` answers; nothing else is interpreted."""
+        script = argv[2]
+        head = script[len("head -n 1 "):].split(" 2>/dev/null", 1)[0]
+        out = []
+        for pattern in shlex.split(head):
+            with self.lock:
+                names = sorted(f for f in self.files if fnmatchcase(f, pattern))
+            for name in names:
+                out.append(f"==> {name} <==\n{self.files[name].splitlines()[0]}\n")
+        if "@@mem" in script:
+            out.append("@@mem\n@@thermal\n")
+            if "dumpsys thermalservice" in script:
+                out.append(self._script(("dumpsys", "thermalservice")).stdout)
+            out.append("@@battery\n")
+            if "dumpsys battery" in script:
+                out.append(self._script(("dumpsys", "battery")).stdout)
+        return ShellResult(argv, 0, "".join(out), "")
 
     def pull(self, remote: str, local: Path) -> int:
         with self.lock:

@@ -153,6 +153,26 @@ class LocalDevice:
         except OSError as e:
             raise DeviceError(self.serial, f"pull {remote}", e.strerror or str(e)) from None
 
+    def process_memory_kb(self, match: str) -> tuple[int | None, int | None]:
+        """(VmRSS, VmHWM) in kB of the largest process (other than farm) whose command line
+        contains `match`, from /proc; (None, None) if there is none."""
+        from farm.probes import parse_proc_status_kb
+
+        best: tuple[int | None, int | None] = (None, None)
+        me = os.getpid()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                if match not in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    continue
+                rss, hwm = parse_proc_status_kb((entry / "status").read_text())
+            except OSError:
+                continue
+            if rss is not None and (best[0] is None or rss > best[0]):
+                best = (rss, hwm)
+        return best
+
     def read_text(self, remote: str) -> str:
         """Read a local file."""
         try:
