@@ -409,6 +409,71 @@ class Store:
                 frame[col] = frame[col].fillna("")
         return frame
 
+    # ------------------------------------------------------------------ history (farm.compare)
+
+    def previous_run(self, run_id: str, *, status: str | None = "finished") -> str | None:
+        """The newest run (with `status`, unless None) started before `run_id`, or None."""
+        with self._lock:
+            row = self._conn.execute("SELECT started_at FROM runs WHERE run_id=?",
+                                     (run_id,)).fetchone()
+            if row is None:
+                self.run(run_id)  # raises with the recent list
+            sql = ("SELECT run_id FROM runs WHERE run_id != ? AND "
+                   "(started_at < ? OR (started_at = ? AND run_id < ?))")
+            params: list[Any] = [run_id, row[0], row[0], run_id]
+            if status is not None:
+                sql += " AND status = ?"
+                params.append(status)
+            found = self._conn.execute(sql + " ORDER BY started_at DESC, run_id DESC LIMIT 1",
+                                       params).fetchone()
+        return None if found is None else str(found[0])
+
+    def history_samples(self, *, until_run: str | None = None, max_runs: int = 60
+                        ) -> pd.DataFrame:
+        """Measure-phase samples of the newest `max_runs` runs that started no later than
+        `until_run` (every run when None), with `run_started_at` and `run_status`; the
+        columns regression thresholds and trends need, not the raw output."""
+        import pandas as pd
+
+        with self._lock:
+            sql = "SELECT run_id, started_at, status FROM runs"
+            params: tuple[Any, ...] = ()
+            if until_run is not None:
+                row = self._conn.execute("SELECT started_at FROM runs WHERE run_id=?",
+                                         (until_run,)).fetchone()
+                if row is None:
+                    self.run(until_run)  # raises with the recent list
+                sql += " WHERE started_at <= ?"
+                params = (row[0],)
+            runs = self._conn.execute(sql + " ORDER BY started_at DESC LIMIT ?",
+                                      (*params, max_runs)).fetchall()
+            ids = [r[0] for r in runs]
+            cols = ("run_id", "case_id", "device", "model", "quantization", "delegate",
+                    "threads", "repeat", "round", "status", "error", "flags", "tainted",
+                    "phase", "inference_avg_us", "delegation", "delegate_applied",
+                    "delegated_nodes", "total_nodes", "started_at")
+            sel = ", ".join(f's."{c}"' for c in cols)
+            marks = ", ".join("?" * len(ids))
+            frame = pd.read_sql_query(
+                f"SELECT {sel}, COALESCE(d.label, s.device) AS device_label, "
+                "COALESCE(d.simulated, 0) AS simulated, COALESCE(d.tier, '') AS tier "
+                "FROM samples s LEFT JOIN devices d ON d.run_id=s.run_id AND d.serial=s.device "
+                f"WHERE s.run_id IN ({marks}) AND COALESCE(s.phase, 'measure') = 'measure' "
+                "ORDER BY s.sample_id", self._conn, params=ids) if ids else None
+        if frame is None:
+            frame = pd.DataFrame({c: pd.Series(dtype=object) for c in
+                                  (*cols, "device_label", "simulated", "tier")})
+        started = {r[0]: r[1] for r in runs}
+        status = {r[0]: r[2] for r in runs}
+        frame["run_started_at"] = frame["run_id"].map(started)
+        frame["run_status"] = frame["run_id"].map(status)
+        for col in ("tainted", "simulated"):
+            frame[col] = frame[col].astype("boolean")
+        frame["phase"] = frame["phase"].fillna("measure")
+        for col in ("error", "flags", "delegation", "delegate_applied", "tier"):
+            frame[col] = frame[col].fillna("")
+        return frame
+
 
 def load_samples(db: Path, run_id: str | None = None) -> pd.DataFrame:
     """All samples of a run (or of every run) as a pandas DataFrame."""
