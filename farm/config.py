@@ -94,6 +94,13 @@ class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # yaml has no stubs here
         finally:
             self._depth -= 1
 
+    def construct_yaml_int(self, node: Any) -> Any:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # int() refuses more than 4300 digits: say where
+            raise _YamlLimit(f"{_where(node.start_mark)}integer of {len(node.value)} digits "
+                             "is too large") from None
+
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         if isinstance(node, yaml.MappingNode):
             seen: set[Any] = set()
@@ -105,6 +112,9 @@ class _Loader(yaml.SafeLoader):  # type: ignore[misc]  # yaml has no stubs here
                                          f"{_show(key_node.value)}")
                     seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 
 
 def _where(mark: Any) -> str:
@@ -291,7 +301,12 @@ def _check_schema(ctx: _Ctx, data: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------- delegates
 
-_FLAG_RE = re.compile(r"--[A-Za-z][A-Za-z0-9_]*=")
+_FLAG_RE = re.compile(r"--([A-Za-z][A-Za-z0-9_]*)=")
+# benchmark_model flags farm sets from sweep.yaml (farm.benchmark_model.build_argv): a delegate
+# repeating one would be refused there, mid-run, so it is refused here.
+RESERVED_FLAGS = ("graph", "num_threads", "warmup_runs", "warmup_min_secs", "num_runs",
+                  "min_secs", "max_secs", "run_delay", "report_peak_memory_footprint",
+                  "require_full_delegation")
 _DELEGATE_KEYS = ("schema_version", "name", "provider", "description", "flags",
                   "quantizations", "abis", "requires", "extra_files")
 
@@ -311,11 +326,20 @@ def load_delegate(path: Path) -> DelegateSpec:
     if provider != "":
         provider = _str(ctx, "provider", provider, choices=PROVIDERS[1:])
 
+    seen_flags: set[str] = set()
+
     def flag(p: str, v: Any) -> str:
         s = _str(ctx, p, v, max_len=1024)
-        if not _FLAG_RE.match(s):
+        m = _FLAG_RE.match(s)
+        if not m:
             raise ctx.fail(p, f"{_show(s)} is not a benchmark_model flag",
                            "--name=value, name of letters, digits and _")
+        if m.group(1) in RESERVED_FLAGS:
+            raise ctx.fail(p, f"--{m.group(1)} is set by farm from sweep.yaml",
+                           "delegate flags other than " + ", ".join(RESERVED_FLAGS))
+        if m.group(1) in seen_flags:
+            raise ctx.fail(p, f"--{m.group(1)} is given twice")
+        seen_flags.add(m.group(1))
         if any(c in s for c in "\n\r"):
             raise ctx.fail(p, "flag contains a line break")
         return s
@@ -505,6 +529,8 @@ def parse_sweep(data: Any, *, file: str, sha256: str, base: Path,
     ctx = _Ctx(file)
     d = _mapping(ctx, "", data, _SWEEP_KEYS, required=("schema_version", "models"))
     _check_schema(ctx, d)
+    if "name" in d:  # a label only, but a label that reaches the report and the store
+        _str(ctx, "name", d["name"], max_len=128)
     models = _list(ctx, "models", d["models"], lambda p, v: _model(ctx, p, v, base),
                    allow_scalar=False, min_len=1, max_len=1000)
     names = [m.name for m in models]
@@ -701,13 +727,17 @@ _OVERRIDE_KEYS = ("max_threads", "cpu_masks", "cooldown_delta_c", "cooldown_time
                   "skip_delegates")
 
 
+_HOST_RE = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]")
+
+
 def _server(ctx: _Ctx, path: str, value: Any) -> str:
     s = _str(ctx, path, value, max_len=300)
     host, sep, port = s.rpartition(":")
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ctx.fail(path, f"{s!r} is not host:port", "e.g. 127.0.0.1:5037")
-    if any(c.isspace() for c in host):
-        raise ctx.fail(path, f"{s!r} has white space in the host name")
+    if not _HOST_RE.fullmatch(host):
+        raise ctx.fail(path, f"{_show(s)}: {_show(host)} is not a host name or IP address",
+                       "letters, digits, '.', '-', '_', or [IPv6]")
     return s
 
 
