@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +36,8 @@ TAINTING_FLAGS = ("throttled", "freq_capped", "started_hot", "charging_changed")
 HIGH_VARIANCE_CV = 0.10  # pyperf's threshold: CV >= 10 % within one sample is suspect
 MAX_CONSECUTIVE_DEVICE_ERRORS = 3
 GATE_POLL_S = 1.0
+SMOKE_TIMEOUT_S = 60.0
+_USAGE_FLAG = re.compile(r"--([a-z][a-z0-9_]*)=")
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 30.0
 
@@ -78,6 +83,7 @@ class DeviceTarget:
     cooldown_fixed_s: float = 0.0
     cooldown_zones: tuple[str, ...] = ()
     sampler_hz: float = 1.0
+    gate_poll_s: float = GATE_POLL_S
 
 
 @dataclass
@@ -205,6 +211,7 @@ class DeviceWorker:
         self.stats = RunStats()
         self.remote_models: dict[str, str] = {}
         self.binary_argv: tuple[str, ...] = ()
+        self.binary_flags: frozenset[str] = frozenset()
         self.sensors = probes.SensorMap()
         self.baseline = probes.Baseline(temp_c=None)
 
@@ -218,15 +225,21 @@ class DeviceWorker:
     # -------------------------------------------------------------- staging
 
     def stage(self, cases: Sequence[Case]) -> None:
-        """Push the binary, the models and delegate files (each only if its sha changed)."""
+        """Lock the device, push the binary (then smoke-check it with --help), the models
+        and delegate files (each only if its sha changed), clean up stale files, and learn the
+        idle baseline. Raises DeviceError/BenchmarkError; the caller records the cases."""
         dev = self.t.device
         work = getattr(dev, "workdir", "/data/local/tmp/farm")
+        lock = getattr(dev, "lock", None)
+        if callable(lock):
+            lock(f"farm pid {os.getpid()} on {socket.gethostname()}, run {self.run_id}")
         if self.t.binary.local_path is not None:
             remote = f"{work}/bin/{self.t.binary.sha256[:16]}/benchmark_model"
             self.stats.bytes_pushed += dev.push(self.t.binary.local_path, remote)
             self.binary_argv = (remote,)
         else:
             self.binary_argv = self.t.binary.argv_prefix
+        self.binary_flags = self.smoke_check()
         for case in cases:
             v = self.variants.get((case.model, case.quantization))
             if v is None or v.status != "ok" or v.sha256 in self.remote_models:
@@ -234,9 +247,18 @@ class DeviceWorker:
             remote = f"{work}/models/{v.sha256}.tflite"
             self.stats.bytes_pushed += dev.push(Path(v.path), remote)
             self.remote_models[v.sha256] = remote
+        extra = []
         for name in sorted({c.delegate for c in cases}):
             for f in self.delegates[name].extra_files:
-                self.stats.bytes_pushed += dev.push(Path(f), f"{work}/{Path(f).name}")
+                extra.append(f"{work}/{Path(f).name}")
+                self.stats.bytes_pushed += dev.push(Path(f), extra[-1])
+        cleanup = getattr(dev, "cleanup", None)
+        if callable(cleanup):
+            keep = [*self.binary_argv[:1], *self.remote_models.values(), *extra]
+            removed = cleanup([k for k in keep if k.startswith(work)])
+            if removed:
+                log.info("%s: removed %d stale files: %s", self.serial, len(removed),
+                         ", ".join(removed))
         android = self.t.info.kind == "adb"
         self.sensors = probes.discover(dev, cpu_count=self.t.info.cpu_count, android=android)
         idle = probes.sample(dev, self.sensors)
@@ -244,6 +266,19 @@ class DeviceWorker:
         self.emit(kind="device_ready", bytes_pushed=self.stats.bytes_pushed,
                   message=f"{self.t.info.label}: staged, baseline "
                           f"{_fmt_temp(idle.max_temp_c)}")
+
+    def smoke_check(self) -> frozenset[str]:
+        """Run `benchmark_model --help` once; it must print its usage table (it exits 1 by
+        design). Returns the flags it knows. A binary that cannot run here (wrong ABI,
+        missing libraries, not executable) raises BenchmarkError with what it printed."""
+        r = self.t.device.shell([*self.binary_argv, "--help"], timeout_s=SMOKE_TIMEOUT_S)
+        flags = frozenset(_USAGE_FLAG.findall(r.output))
+        if r.timed_out or "graph" not in flags:
+            what = "timed out" if r.timed_out else f"exited {r.returncode}"
+            text = " ".join(r.output.strip().splitlines()[:3])[:300] or "no output"
+            raise BenchmarkError(f"{self.serial}: benchmark_model --help {what} without "
+                                 f"printing its flags: {text}")
+        return flags
 
     # -------------------------------------------------------------- gate
 
@@ -273,7 +308,7 @@ class DeviceWorker:
             if waited >= self.t.cooldown_timeout_s or self.stop.is_set():
                 return waited, f"gate timeout after {waited:.0f} s: {reason}", probe
             self.emit(kind="gate", message=f"cooling down: {reason}")
-            self.sleep(GATE_POLL_S)
+            self.sleep(self.t.gate_poll_s)
 
     # -------------------------------------------------------------- samples
 
@@ -369,6 +404,7 @@ class DeviceWorker:
             return
         gate = self.wait_cool()
         start = self.monotonic()
+        start_uptime = gate[2].uptime_s
         for w in range(n):
             if self.stop.is_set():
                 self.stats.interrupted = True
@@ -380,7 +416,11 @@ class DeviceWorker:
                              timeout_s=max(self.params.timeout_s, spec.window_s * 3 + 30))
             self.emit(kind="sample_started", case=case,
                       message=f"{case.label()} sustained window {w + 1}/{n}")
-            offset = self.monotonic() - start
+            # Offsets in the device's own time (/proc/uptime) where it tells us; else ours.
+            now_uptime = gate[2].uptime_s
+            offset = (now_uptime - start_uptime
+                      if now_uptime is not None and start_uptime is not None
+                      else self.monotonic() - start)
             try:
                 record = self.run_sample(w, 0, case, phase="sustained", params=params,
                                          gate=gate, window_offset_s=offset)
@@ -531,7 +571,7 @@ def _probe_from(d: Mapping[str, Any]) -> probes.Probe:
         battery_temp_c=d.get("battery_temp_c"), charging=d.get("charging") or "",
         cur_freq_khz=tuple(d.get("cur_freq_khz") or ()),
         max_freq_khz=tuple(d.get("max_freq_khz") or ()),
-        hw_max_freq_khz=tuple(d.get("hw_max_freq_khz") or ()))
+        hw_max_freq_khz=tuple(d.get("hw_max_freq_khz") or ()), uptime_s=d.get("uptime_s"))
 
 
 def _fmt_temp(t: float | None) -> str:

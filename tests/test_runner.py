@@ -81,7 +81,9 @@ def test_run_stores_interleaved_flagged_samples(tmp_path: Path) -> None:
     assert len(frame) == 12 and set(frame["repeat"]) == {0, 1, 2}
     # one benchmark_model process per sample, each with its own argv
     bench_calls = [c for c in dev.calls if c[0].endswith("benchmark_model")]
-    assert len(bench_calls) == 12
+    assert bench_calls[0][1:] == ("--help",)  # the smoke check, once, before any sample
+    bench_calls = bench_calls[1:]
+    assert len(bench_calls) == 12 and all("--help" not in c for c in bench_calls)
     assert all(f"--graph={dev.workdir}/models/{'a' * 64}.tflite" in c for c in bench_calls)
     # interleaved: within each round every case runs once
     for r in range(3):

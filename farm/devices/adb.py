@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 WORKDIR = "/data/local/tmp/farm"
 DEFAULT_SERVER = "127.0.0.1:5037"
 QUICK_TIMEOUT_S = 30.0
+LOCK_DIR = f"{WORKDIR}/lock"
+STALE_LOCK_S = 12 * 3600  # a lock older than this (by the phone's clock) is taken over
+STALE_FILE_S = 14 * 86400  # unused models/binaries older than this are removed
 SIMULATED_PROP = "ro.farm.simulated"
 _GETPROP_RE = re.compile(r"^\[([^\]]+)\]: \[(.*)\]$")
 _SAFE_REMOTE = re.compile(r"^/data/local/tmp/farm(/[A-Za-z0-9._-]+)+$")
@@ -95,6 +98,8 @@ class AdbDevice:
         self._dev = client.device(serial)
         self._lock = threading.Lock()
         self._info: DeviceInfo | None = None
+        self._v2: bool | None = None
+        self._owner = ""
 
     # ----------------------------------------------------------------- protocol
 
@@ -106,7 +111,7 @@ class AdbDevice:
         cmd = shlex.join(argv)
         start = time.monotonic()
         try:
-            r = self._dev.shell2(cmd, timeout=timeout_s, v2=True)
+            r = self._dev.shell2(cmd, timeout=timeout_s, v2=self._shell_v2())
         except AdbTimeout:
             self._kill_leftover(argv)
             return ShellResult(argv, None, "", "", time.monotonic() - start, timed_out=True)
@@ -115,6 +120,125 @@ class AdbDevice:
                               ) from None
         return ShellResult(argv, r.returncode, r.stdout if r.stderr or r.stdout else r.output,
                            r.stderr, time.monotonic() - start)
+
+    def _shell_v2(self) -> bool:
+        """Does the phone speak shell v2 (exit codes, separate stderr)? Asked once."""
+        if self._v2 is None:
+            from adbutils.errors import AdbError
+
+            try:
+                self._v2 = "shell_v2" in self._dev.get_features().split(",")
+            except (AdbError, OSError) as e:
+                raise DeviceError(self.serial, "features", str(e) or type(e).__name__
+                                  ) from None
+        return self._v2
+
+    def reconnect(self) -> None:
+        """After an error: `adb connect` again for a network (host:port) serial, since a
+        restarted adb server forgets those; then check the phone answers."""
+        from adbutils.errors import AdbError
+
+        if re.fullmatch(r"[\w.-]+:\d+", self.serial):
+            try:
+                self._client.connect(self.serial, timeout=QUICK_TIMEOUT_S)
+            except (AdbError, OSError) as e:
+                raise DeviceError(self.serial, "adb connect", str(e)) from None
+        self._v2 = None
+        self._dev = self._client.device(self.serial)
+        r = self.shell(["true"], timeout_s=QUICK_TIMEOUT_S)
+        if r.returncode not in (0, None):
+            raise DeviceError(self.serial, "reconnect", f"`true` exited {r.returncode}")
+
+    def lock(self, owner: str) -> None:
+        """Take the phone for this farm process: `mkdir` of LOCK_DIR is atomic on the phone.
+
+        A lock held by another farm process raises DeviceError naming the holder; one older
+        than STALE_LOCK_S by the phone's clock is taken over (and logged).
+        """
+        now = self._phone_epoch()
+        stamp = f"{now} {owner}"
+        r = self.shell(["mkdir", "-p", WORKDIR], timeout_s=QUICK_TIMEOUT_S)
+        r = self.shell(["mkdir", LOCK_DIR], timeout_s=QUICK_TIMEOUT_S)
+        if r.returncode != 0:
+            try:
+                held = self.read_text(f"{LOCK_DIR}/owner").strip()
+            except DeviceError:
+                held = ""
+            since_text, _, holder = held.partition(" ")
+            since = int(since_text) if since_text.isdigit() else None
+            if since is not None and now is not None and now - since < STALE_LOCK_S:
+                raise DeviceError(self.serial, "lock",
+                                  f"in use by another farm process ({holder}) for "
+                                  f"{(now - since) / 60:.0f} min; lock {LOCK_DIR} (remove it "
+                                  "if that process is gone)")
+            log.warning("%s: taking over a stale farm lock (%s)", self.serial,
+                        held or "no owner")
+        self._write(f"{LOCK_DIR}/owner", stamp)
+        self._owner = stamp
+
+    def unlock(self) -> None:
+        """Release the lock if it is still ours."""
+        if not self._owner:
+            return
+        try:
+            held = self.read_text(f"{LOCK_DIR}/owner").strip()
+        except DeviceError:
+            held = ""
+        if held == self._owner:
+            self.shell(["rm", "-rf", LOCK_DIR], timeout_s=QUICK_TIMEOUT_S)
+        self._owner = ""
+
+    def cleanup(self, keep: Sequence[str]) -> list[str]:
+        """Remove farm's stale files: entries of models/ and bin/ that this run does not use
+        and that no run has used for STALE_FILE_S, plus leftover partial/output files.
+        Files in use are touched, so their age is the time since they were last used."""
+        keep_set = {check_remote_path(k) for k in keep}
+        if keep_set:
+            self.shell(["touch", "-c", *sorted(keep_set)], timeout_s=QUICK_TIMEOUT_S)
+        now = self._phone_epoch()
+        removed: list[str] = []
+        for sub in ("models", "bin", "tmp"):
+            d = f"{WORKDIR}/{sub}"
+            r = self.shell(["ls", "-1", d], timeout_s=QUICK_TIMEOUT_S)
+            if r.returncode != 0:
+                continue
+            names = [n for n in r.stdout.split() if re.fullmatch(r"[A-Za-z0-9._-]+", n)]
+            paths = [f"{d}/{n}" for n in names]
+            used = {p for p in paths if any(k == p or k.startswith(p + "/") for k in keep_set)}
+            candidates = [p for p in paths if p not in used]
+            if not candidates:
+                continue
+            st = self.shell(["stat", "-c", "%Y %n", *candidates], timeout_s=QUICK_TIMEOUT_S)
+            for line in st.stdout.splitlines():
+                mtime, _, path = line.strip().partition(" ")
+                old = (mtime.isdigit() and now is not None
+                       and now - int(mtime) > STALE_FILE_S)
+                if path in candidates and (old or sub == "tmp"):
+                    removed.append(path)
+        if removed:
+            self.shell(["rm", "-rf", *removed], timeout_s=QUICK_TIMEOUT_S)
+        return removed
+
+    def _phone_epoch(self) -> int | None:
+        r = self.shell(["date", "+%s"], timeout_s=QUICK_TIMEOUT_S)
+        text = r.stdout.strip()
+        return int(text) if text.isdigit() else None
+
+    def _write(self, remote: str, text: str) -> None:
+        """Write a small file through the sync protocol (no shell redirection)."""
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+            f.write(text + "\n")
+        try:
+            from adbutils.errors import AdbError
+
+            try:
+                self._dev.sync.push(f.name, check_remote_path(remote), mode=0o644)
+            except (AdbError, OSError) as e:
+                raise DeviceError(self.serial, f"write {remote}", str(e)) from None
+        finally:
+            Path(f.name).unlink(missing_ok=True)
 
     def read_text(self, remote: str) -> str:
         """cat a small file."""

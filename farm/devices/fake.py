@@ -21,7 +21,7 @@ class FakeDevice:
     """A device whose shell answers come from a script function; files are a dict."""
 
     def __init__(self, info: DeviceInfo, script: Script, *,
-                 files: dict[str, str] | None = None) -> None:
+                 files: dict[str, str] | None = None, answer_help: bool = True) -> None:
         self.serial = info.serial
         self.workdir = "/data/local/tmp/farm"
         self._info = info
@@ -30,6 +30,7 @@ class FakeDevice:
         self.pushed: dict[str, bytes] = {}
         self.calls: list[tuple[str, ...]] = []
         self.lock = threading.Lock()
+        self.answer_help = answer_help  # `benchmark_model --help` prints the usage table
 
     def info(self) -> DeviceInfo:
         return self._info
@@ -48,6 +49,11 @@ class FakeDevice:
             self.calls.append(argv)
         if argv[:2] == ("sh", "-c") and argv[2].startswith("head -n 1 "):
             return self._sensor_script(argv)
+        if self.answer_help and argv[-1:] == ("--help",):
+            from farm.sim.benchmark import usage_text
+
+            return ShellResult(argv, 1, "", "ERROR: " + usage_text((2, 19), argv[0]) +
+                               "\nERROR: Benchmarking failed.\n")
         return self._script(argv)
 
     def _sensor_script(self, argv: tuple[str, ...]) -> ShellResult:

@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from farm.devices import CpuCluster, DeviceInfo, ShellResult
 from farm.errors import DeviceError
@@ -73,6 +74,7 @@ class LocalDevice:
         self.serial = serial
         self.workdir = str(Path(workdir).resolve())
         Path(self.workdir).mkdir(parents=True, exist_ok=True)
+        self._lockfile: Any = None
 
     def info(self) -> DeviceInfo:
         """Facts about this machine."""
@@ -152,6 +154,34 @@ class LocalDevice:
             return Path(local).stat().st_size
         except OSError as e:
             raise DeviceError(self.serial, f"pull {remote}", e.strerror or str(e)) from None
+
+    def lock(self, owner: str) -> None:
+        """One farm process at a time benchmarks on this machine (flock on workdir/.lock)."""
+        import fcntl
+
+        Path(self.workdir).mkdir(parents=True, exist_ok=True)
+        f = open(Path(self.workdir) / ".lock", "a+")  # noqa: SIM115 - held until unlock()
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip()
+            f.close()
+            raise DeviceError(self.serial, "lock",
+                              f"in use by another farm process ({holder or 'unknown'}); "
+                              f"lock {Path(self.workdir) / '.lock'}") from None
+        f.seek(0)
+        f.truncate()
+        f.write(owner + "\n")
+        f.flush()
+        self._lockfile = f
+
+    def unlock(self) -> None:
+        """Release the host lock."""
+        f = self._lockfile
+        if f is not None:
+            f.close()
+            self._lockfile = None
 
     def process_memory_kb(self, match: str) -> tuple[int | None, int | None]:
         """(VmRSS, VmHWM) in kB of the largest process (other than farm) whose command line
