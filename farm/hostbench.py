@@ -25,9 +25,10 @@ Deviations from the C++ tool, all deliberate:
 - the runtime's VERBOSE "Replacing n out of N node(s) ..." line (which Linux release builds hide
   and Android shows) is printed, so the delegated node count is known on the host too;
 - --enable_op_profiling is accepted but prints a warning and no op profile;
-- --input_layer_value_files names are matched against the model's input tensor names (the C++
-  tool requires --input_layer, which this runner does not take), and a bad value file is an
-  ERROR plus "Benchmarking failed." (exit 1) rather than a FATAL abort.
+- with --input_layer (and --input_layer_shape, as the C++ tool requires), value files go to the
+  inputs by the position of their name in --input_layer, as in the C++ tool; without it (which
+  the C++ tool rejects) their names are matched against the model's input tensor names. A bad
+  value file is an ERROR plus "Benchmarking failed." (exit 1) rather than a FATAL abort.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ FLAGS: tuple[Flag, ...] = (
          "between two consecutive memory footprint checks. This is only used when "
          "--report_peak_memory_footprint is set to true."),
     Flag("graph", "string", "", "graph file name"),
+    Flag("input_layer", "string", "", "input layer names"),
+    Flag("input_layer_shape", "string", "", "input layer shape"),
     Flag("input_layer_value_files", "string", "", "A map-like string representing value file. "
          "Each item is separated by ',', and the item value consists of input layer name and "
          "value file path separated by ':', e.g. input1:file_path1,input2:file_path2. In case "
@@ -424,11 +427,46 @@ def run(args: Sequence[str], *, prog: str = PROG) -> tuple[int, str, str]:
         r.fail("params", "Please specify the name of your TF Lite input file with --graph")
         return _finish(r)
     value_files, problem = split_value_files(str(v["input_layer_value_files"]))
+    layers: list[tuple[str, tuple[int, ...]]] = []
+    if not problem:
+        layers, problem = input_layer_info(str(v["input_layer"]), str(v["input_layer_shape"]),
+                                           value_files)
     if problem:
         r.fail("params", problem)
         return _finish(r)
-    _benchmark(r, value_files)
+    _benchmark(r, value_files, layers)
     return _finish(r)
+
+
+def input_layer_info(names_string: str, shapes_string: str,
+                     value_files: Sequence[tuple[str, str]], *, strict: bool = False
+                     ) -> tuple[list[tuple[str, tuple[int, ...]]], str]:
+    """PopulateInputLayerInfo: --input_layer/--input_layer_shape as (name, shape) pairs, or
+    the tool's error message. Value file names must be listed in --input_layer when it is set
+    (always, when `strict`: the C++ tool has no other way to place a value file)."""
+    names = names_string.split(",") if names_string else []
+    shapes = shapes_string.split(":") if shapes_string else []
+    if len(names) != len(shapes):
+        return [], (f"The number of items in --input_layer_shape ({shapes_string}, with "
+                    f"{len(shapes)} items) must match the number of items in --input_layer "
+                    f"({names_string}, with {len(names)} items). For example "
+                    "--input_layer=input1,input2 --input_layer_shape=1,224,224,4:1,20")
+    layers: list[tuple[str, tuple[int, ...]]] = []
+    for name, text in zip(names, shapes, strict=True):
+        try:
+            shape = tuple(int(x) for x in text.split(","))
+        except ValueError:
+            return [], f"Incorrect size string specified: {text}"
+        if -1 in shape:
+            return [], ("Any unknown sizes in the shapes (-1's) must be replaced with the size "
+                        "you want to benchmark with.")
+        layers.append((name, shape))
+    if layers or strict:
+        for name, _ in value_files:
+            if name not in names:
+                return [], (f"Cannot find the corresponding input_layer name({name}) in "
+                            f"--input_layer as {names_string}")
+    return layers, ""
 
 
 def _finish(r: _Run) -> tuple[int, str, str]:
@@ -464,7 +502,8 @@ def _finish(r: _Run) -> tuple[int, str, str]:
     return (1 if failed else 0), out, err
 
 
-def _benchmark(r: _Run, value_files: list[tuple[str, str]]) -> None:
+def _benchmark(r: _Run, value_files: list[tuple[str, str]],
+               layers: list[tuple[str, tuple[int, ...]]]) -> None:
     v = r.flags.values
     # Imported here, not at module load: --help and flag errors stay instant, and the runtime's
     # own import cost is not part of the tool-start memory baseline.
@@ -476,13 +515,14 @@ def _benchmark(r: _Run, value_files: list[tuple[str, str]]) -> None:
         monitor = PeakMemoryMonitor(int(v["memory_footprint_check_interval_ms"]))
         monitor.start()
     try:
-        _measure(r, value_files, monitor, np, Interpreter, OpResolverType)
+        _measure(r, value_files, layers, monitor, np, Interpreter, OpResolverType)
     finally:
         if monitor is not None and r.peak_mb is None:
             monitor.stop()
 
 
-def _measure(r: _Run, value_files: list[tuple[str, str]], monitor: PeakMemoryMonitor | None,
+def _measure(r: _Run, value_files: list[tuple[str, str]],
+             layers: list[tuple[str, tuple[int, ...]]], monitor: PeakMemoryMonitor | None,
              np: Any, Interpreter: Any, OpResolverType: Any) -> None:  # noqa: N803
     """Load, init, run both loops and save outputs, recording everything in `r`."""
     v = r.flags.values
@@ -569,17 +609,24 @@ def _measure(r: _Run, value_files: list[tuple[str, str]], monitor: PeakMemoryMon
     names = [str(x["name"]) for x in inputs]
     data: list[Any] = []
     files = dict(value_files)
-    for name in files:
-        if name not in names:
-            r.fail("init", f"Cannot find the corresponding input_layer name({name}) among the "
-                           f"model inputs ({','.join(names)})")
+    if layers:
+        if not _apply_layers(r, interp, inputs, layers):
             return
+        inputs = interp.get_input_details()
+        # as in the tool: the value file of --input_layer's j-th name feeds the j-th input
+        by_position = [files.get(name) for name, _ in layers]
+    else:
+        for name in files:
+            if name not in names:
+                r.fail("init", f"Cannot find the corresponding input_layer name({name}) among "
+                               f"the model inputs ({','.join(names)})")
+                return
+        by_position = [files.get(n) for n in names]
     rng = np.random.default_rng()
-    for detail in inputs:
+    for detail, path in zip(inputs, by_position, strict=True):
         dtype = np.dtype(detail["dtype"])
         shape = tuple(int(x) for x in detail["shape"])
         want = int(np.prod(shape)) * dtype.itemsize
-        path = files.get(str(detail["name"]))
         if path is not None:
             try:
                 with open(path, "rb") as fh:
@@ -639,6 +686,35 @@ def _measure(r: _Run, value_files: list[tuple[str, str]], monitor: PeakMemoryMon
                     out_fh.write(interp.get_tensor(detail["index"]).tobytes())
         except OSError as exc:
             r.warnings.append(f"Failed to write the outputs to {out_path}: {exc}")
+
+
+def _apply_layers(r: _Run, interp: Any, inputs: Sequence[dict[str, Any]],
+                  layers: Sequence[tuple[str, tuple[int, ...]]]) -> bool:
+    """The tool's input checks at Init: count, names (a warning) and ranks; then resize."""
+    if len(layers) != len(inputs):
+        r.fail("init", f"Inputs mismatch: Model inputs #:{len(layers)} expected: {len(inputs)}")
+        return False
+    resized = False
+    for (name, shape), detail in zip(layers, inputs, strict=True):
+        if name != detail["name"]:
+            r.warnings.append(f"Tensor # {detail['index']} is named {detail['name']} but flags "
+                              f"call it {name}")
+        have = tuple(int(x) for x in detail["shape"])
+        if len(shape) != len(have):
+            r.fail("init", f"Input tensor #{detail['index']} should have {len(have)} "
+                           "dimensions!")
+            return False
+        if shape != have:
+            interp.resize_tensor_input(detail["index"], list(shape))
+            resized = True
+    if resized:
+        try:
+            interp.allocate_tensors()
+        except Exception as exc:  # noqa: BLE001
+            r.runtime_errors.append(str(exc))
+            r.fail("init", "Failed to allocate tensors!")
+            return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,8 +1,12 @@
 """benchmark_model emulation on a simulated phone, and the performance model behind it.
 
 Reads the pushed .tflite through the phone's filesystem (and parses it with
-`ai_edge_litert.schema_py_generated`; TensorFlow is never imported), writes output bytes for
-`--output_filepath`, sleeps real time = simulated time / time_scale. Everything else is pure:
+`ai_edge_litert.schema_py_generated`; TensorFlow is never imported), sleeps real time =
+simulated time / time_scale. For `--output_filepath` it writes what a phone would: the model
+is run by the real LiteRT interpreter in this process, on the `--input_layer_value_files` the
+phone holds (random inputs otherwise, as the tool does), and the profile's numeric behaviour of
+the backends that ran the graph is applied (`emulate_outputs`: exact CPU, fp16 GPU, or a
+driver bug's garbage; deterministic for a given profile, model and input). Everything else is pure:
 `analyze_model` turns a .tflite into per-op work (MACs, elements, dtypes), `plan_run` decides
 which delegate runs which node exactly as the profile says, and `expected_latency_us` is the
 known, noise-free truth the emulated runs scatter around (lognormal noise with the profile's CV).
@@ -17,11 +21,12 @@ import random
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from farm.bmformat import DelegateReport, FormatInput, echo_params, format_output
+from farm.hostbench import input_layer_info, split_value_files
 from farm.sim.profiles import Profile, thread_speed
 from farm.sim.thermal import Interrupted, Load
 
@@ -931,6 +936,16 @@ def run_benchmark_model(ctx: Ctx, abi: str) -> int:
                                                     "input file with --graph",)), era=era)
         out.write(o, e)
         return fail_status
+    value_files, problem = split_value_files(parsed.get("input_layer_value_files", version))
+    layers: list[tuple[str, tuple[int, ...]]] = []
+    if not problem:
+        layers, problem = input_layer_info(parsed.get("input_layer", version),
+                                           parsed.get("input_layer_shape", version),
+                                           value_files, strict=True)
+    if problem:
+        o, e = format_output(replace(base, fail_stage="params", error_lines=(problem,)), era=era)
+        out.write(o, e)
+        return fail_status
     nn = profile.nnapi
     accels = nn.accelerators if nn.mode != "missing" else ()
     base = replace(base, params=echo_params(era, parsed.values, graph=graph,
@@ -980,6 +995,18 @@ def run_benchmark_model(ctx: Ctx, abi: str) -> int:
         _write_failure(out, o, e)
         proc.state = "S"
         return fail_status
+    out_path = parsed.get("output_filepath", version) if version >= (2, 8) else ""
+    sim_inputs: list[Any] | None = None
+    if value_files or out_path:
+        try:
+            sim_inputs = prepare_inputs(data, layers, value_files,
+                                        lambda path: phone.fs.read_bytes(path, ctx.cwd), rng)
+        except InputError as exc:
+            o, e = format_output(replace(fi, fail_stage="init", error_lines=(str(exc),)),
+                                 era=era)
+            _write_failure(out, o, e)
+            proc.state = "S"
+            return fail_status
     if parsed.bool("enable_op_profiling", version) and version >= (2, 1):
         fi = replace(fi, warnings=fi.warnings + (
             "Op profiling is not emulated by farm's simulated phone; no per-op tables.",))
@@ -1040,15 +1067,174 @@ def run_benchmark_model(ctx: Ctx, abi: str) -> int:
     second = _find(flines, "Running benchmark for", running + 1)
     rest = "".join(flines[second + 1:])
     out.write("", rest) if stream_is_err else out.write(rest, "")
-    out_path = parsed.get("output_filepath", version)
-    if out_path and version >= (2, 8):
+    if out_path:
+        if sim_inputs is not None:
+            behaviour, xnnpack = run_numerics(profile, work, plan, opts, parsed, version)
+            backends = ",".join(sorted(set(plan.executor)))
+            salt = f"{profile.name}|{work.sha256}|{behaviour}|{backends}".encode()
+            blob = emulate_outputs(data, sim_inputs, behaviour=behaviour, xnnpack=xnnpack,
+                                   salt=salt)
+        else:  # LiteRT cannot run this model: keep the right size, say nothing about values
+            blob = (bytes(rng.getrandbits(8) for _ in range(min(work.output_bytes, 1 << 16)))
+                    + b"\0" * max(0, work.output_bytes - (1 << 16)))
         try:
             with phone.fs.open_write(out_path, ctx.cwd) as f:
-                f.write(bytes(rng.getrandbits(8) for _ in range(min(work.output_bytes, 1 << 16)))
-                        + b"\0" * max(0, work.output_bytes - (1 << 16)))
+                f.write(blob)
         except OSError as exc:
             ctx.err(f"ERROR: Failed to write output to {out_path}: {exc.strerror}\n")
     return 0
+
+
+# ------------------------------------------------------------------------------- outputs
+
+FP16_REL_ERROR = 2.0 ** -9  # accumulated fp16 error, relative: a ~0.2 % wobble per value
+_SEVERITY = {"exact": 0, "fp16": 1, "corrupt": 2}
+_BACKEND_OF_EXECUTOR = {"cpu": "cpu", "xnnpack": "xnnpack", "gpu": "gpu", "nnapi": "nnapi",
+                        "nnapi-reference": "cpu"}
+_RANDOM_RANGES: dict[str, tuple[float, float]] = {  # benchmark_model's random inputs
+    "float16": (-0.5, 0.5), "float32": (-0.5, 0.5), "float64": (-0.5, 0.5),
+    "int8": (-127, 127), "uint8": (0, 254), "bool": (0, 1)}
+
+
+class InputError(Exception):
+    """An input flag or value file the tool rejects at Init; the message is the tool's."""
+
+
+def _interpreter(model: bytes, *, xnnpack: bool) -> Any:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kind = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interp = Interpreter(model_content=model, num_threads=1, experimental_op_resolver_type=kind)
+    interp.allocate_tensors()
+    return interp
+
+
+def prepare_inputs(model: bytes, layers: Sequence[tuple[str, tuple[int, ...]]],
+                   value_files: Sequence[tuple[str, str]], read: Callable[[str], bytes],
+                   rng: random.Random) -> list[Any] | None:
+    """The input arrays benchmark_model would feed: value files (read with `read`, matched to
+    inputs by their position in --input_layer, as the tool does) or random data; None when
+    LiteRT cannot load the model; InputError with the tool's message when the flags or files
+    are wrong."""
+    import numpy as np
+
+    try:
+        details = _interpreter(model, xnnpack=False).get_input_details()
+    except Exception:  # noqa: BLE001 - the analyzer accepted it; only the values are unknown
+        return None
+    if layers and len(layers) != len(details):
+        raise InputError(f"Inputs mismatch: Model inputs #:{len(layers)} expected: "
+                         f"{len(details)}")
+    files = dict(value_files)
+    np_rng = np.random.default_rng(rng.getrandbits(63))
+    arrays: list[Any] = []
+    for j, d in enumerate(details):
+        dtype = np.dtype(d["dtype"])
+        shape = tuple(int(x) for x in d["shape"])
+        path = None
+        if layers:
+            name, want_shape = layers[j]
+            if len(want_shape) != len(shape):
+                raise InputError(f"Input tensor #{d['index']} should have {len(shape)} "
+                                 "dimensions!")
+            shape = want_shape
+            path = files.get(name)
+        nbytes = math.prod(shape) * dtype.itemsize
+        if path is not None:
+            try:
+                blob = read(path)
+            except OSError:
+                raise InputError(f"Failed to read the input_layer_value_file:{path}") from None
+            if len(blob) != nbytes:
+                raise InputError(f"The size of {path} is {len(blob)} bytes. It should be "
+                                 f"{nbytes} bytes.")
+            arrays.append(np.frombuffer(blob, dtype=dtype.newbyteorder("<")).astype(dtype)
+                          .reshape(shape))
+            continue
+        lo, hi = _RANDOM_RANGES.get(dtype.name, (0, 99))
+        if dtype.kind == "f":
+            arrays.append(np_rng.uniform(lo, hi, shape).astype(dtype))
+        else:
+            arrays.append(np_rng.integers(int(lo), int(hi), shape, endpoint=True).astype(dtype))
+    return arrays
+
+
+def run_numerics(profile: Profile, work: ModelWork, plan: Plan, opts: RunOptions,
+                 parsed: ParsedFlags, version: tuple[int, int]) -> tuple[str, bool]:
+    """(numeric behaviour, whether XNNPACK ran) of this run: the worst behaviour among the
+    backends that ran nodes of the graph, from the profile's `numerics`."""
+    backends = {_BACKEND_OF_EXECUTOR.get(e, "cpu") for e in plan.executor} or {"cpu"}
+    worst = "exact"
+    for b in sorted(backends):
+        if b == "gpu":
+            fp16 = opts.gpu_precision_loss_allowed
+        elif b == "nnapi":
+            fp16 = parsed.bool("nnapi_allow_fp16", version) if version >= (2, 3) else False
+        else:
+            fp16 = False
+        got = profile.numeric_behaviour(b, work.dtype, fp16_allowed=fp16)
+        if _SEVERITY[got] > _SEVERITY[worst]:
+            worst = got
+    return worst, "xnnpack" in backends
+
+
+def emulate_outputs(model: bytes, inputs: Sequence[Any], *, behaviour: str, xnnpack: bool,
+                    salt: bytes) -> bytes:
+    """The bytes --output_filepath gets: every output tensor's raw bytes, in order.
+
+    "exact": the LiteRT result (XNNPACK or the builtin kernels, as on the phone's CPU).
+    "fp16": float inputs rounded to fp16, each real output value off by a relative
+    N(0, FP16_REL_ERROR) and rounded to fp16 (quantized outputs are requantized, so they move by
+    a step at most now and then). "corrupt": values drawn over the output's range, as a driver
+    that hands back a garbled buffer. Noise is seeded by `salt` and the input bytes.
+    """
+    import numpy as np
+
+    if behaviour not in _SEVERITY:
+        raise ValueError(f"unknown numeric behaviour {behaviour!r}; known: {', '.join(_SEVERITY)}")
+    interp = _interpreter(model, xnnpack=xnnpack)
+    details = interp.get_input_details()
+    resized = False
+    for d, a in zip(details, inputs, strict=True):
+        if tuple(int(x) for x in d["shape"]) != tuple(a.shape):
+            interp.resize_tensor_input(d["index"], list(a.shape))
+            resized = True
+    if resized:
+        interp.allocate_tensors()
+    h = hashlib.sha256(salt)
+    for d, a in zip(details, inputs, strict=True):
+        h.update(a.tobytes())
+        if behaviour == "fp16" and a.dtype.kind == "f":
+            a = a.astype(np.float16).astype(a.dtype)
+        interp.set_tensor(d["index"], a)
+    interp.invoke()
+    rng = np.random.default_rng(int.from_bytes(h.digest()[:8], "little"))
+    blobs = []
+    for d in interp.get_output_details():
+        y = np.array(interp.get_tensor(d["index"]))
+        scale, zero = d.get("quantization", (0.0, 0))
+        quantized = scale > 0 and y.dtype.kind in "iu"
+        if behaviour == "fp16" and (quantized or y.dtype.kind == "f"):
+            real = (y.astype(np.float64) - zero) * scale if quantized else y.astype(np.float64)
+            real = real * (1.0 + FP16_REL_ERROR * rng.standard_normal(y.shape))
+            if quantized:
+                info = np.iinfo(y.dtype)
+                y = np.clip(np.rint(real / scale) + zero, info.min, info.max).astype(y.dtype)
+            else:
+                y = real.astype(np.float16).astype(y.dtype)
+        elif behaviour == "corrupt":
+            if y.dtype.kind in "iu":
+                info = np.iinfo(y.dtype)
+                lo_i, hi_i = (info.min, info.max) if quantized else (int(y.min()), int(y.max()))
+                y = rng.integers(lo_i, hi_i, y.shape, endpoint=True).astype(y.dtype)
+            elif y.dtype.kind == "f":
+                finite = y[np.isfinite(y)]
+                lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (-1, 1)
+                if hi - lo < 1e-6:
+                    lo, hi = lo - 1.0, hi + 1.0
+                y = rng.uniform(lo, hi, y.shape).astype(y.dtype)
+        blobs.append(y.astype(y.dtype.newbyteorder("<"), copy=False).tobytes())
+    return b"".join(blobs)
 
 
 def _write_failure(out: _Out, o: str, e: str) -> None:

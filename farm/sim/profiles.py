@@ -34,6 +34,11 @@ HAL_TYPES: dict[int, str] = {0: "CPU", 1: "GPU", 2: "BATTERY", 3: "SKIN", 4: "US
                              8: "BCL_PERCENTAGE", 9: "NPU"}
 # Names farm's delegates/*.yaml use, mapped to the perf tables below.
 DELEGATE_NAMES: tuple[str, ...] = ("cpu", "xnnpack", "gpu", "nnapi")
+# How a backend's arithmetic shows in the outputs (`numerics:` in a profile): "exact" is the
+# CPU's result, "fp16" computes in half precision (small errors), "corrupt" is a driver bug that
+# returns garbage (fast but wrong).
+NUMERIC_BEHAVIOURS: tuple[str, ...] = ("exact", "fp16", "corrupt")
+NUMERIC_BACKENDS: tuple[str, ...] = ("cpu", "xnnpack", "gpu", "nnapi")
 
 # ShellV2 is what lets adbutils' shell2 see exit codes; old phones lack it (and several others).
 MODERN_FEATURES: tuple[str, ...] = (
@@ -237,6 +242,8 @@ class Profile:
     battery: BatterySpec
     benchmark_model_tf_version: str
     extra_props: tuple[tuple[str, str], ...] = field(default=())
+    # (backend, ((dtype, behaviour), ...)): overrides of `numeric_behaviour`'s defaults
+    numerics: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = field(default=())
 
     @property
     def fingerprint(self) -> str:
@@ -341,6 +348,23 @@ class Profile:
                 raise ValueError(f"unknown dtype {d!r}; known: {', '.join(DTYPES)}")
         return (effective_rate(self, delegate, dtype_b, threads)
                 / effective_rate(self, delegate, dtype_a, threads))
+
+    def numeric_behaviour(self, backend: str, dtype: str, *, fp16_allowed: bool) -> str:
+        """How `backend` (cpu, xnnpack, gpu, nnapi) computes a `dtype` model's outputs.
+
+        The profile's `numerics:` table wins; otherwise the CPU backends are exact, the GPU
+        computes in fp16 when precision loss is allowed (int8 models too: it runs them in
+        float), and a vendor NNAPI driver computes float models in fp16 when
+        --nnapi_allow_fp16 allows it and integer models exactly.
+        """
+        explicit = dict(dict(self.numerics).get(backend, ())).get(dtype)
+        if explicit is not None:
+            return explicit
+        if backend == "gpu" and fp16_allowed:
+            return "fp16"
+        if backend == "nnapi" and fp16_allowed and dtype in ("fp32", "fp16", "dynamic"):
+            return "fp16"
+        return "exact"
 
     def summary(self) -> str:
         """One line for `farm sim status`."""
@@ -663,6 +687,23 @@ def _load_battery(s: _Section) -> BatterySpec:
     return b
 
 
+def _load_numerics(s: _Section | None) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    if s is None:
+        return ()
+    out = []
+    for backend in NUMERIC_BACKENDS:
+        sub = s.section(backend, default=None)
+        if sub is None:
+            continue
+        sub.allowed.extend(DTYPES)
+        table = tuple((dtype, sub.choice(dtype, NUMERIC_BEHAVIOURS)) for dtype in DTYPES
+                      if dtype in sub.data)
+        sub.finish()
+        out.append((backend, table))
+    s.finish()
+    return tuple(out)
+
+
 def profile_from_dict(data: Any, *, source_file: str) -> Profile:
     """Validate a parsed YAML document; raise ConfigError naming file, key path and choices."""
     root = _Section(source_file, "", data)
@@ -727,6 +768,7 @@ def profile_from_dict(data: Any, *, source_file: str) -> Profile:
         battery=_load_battery(battery_s),
         benchmark_model_tf_version=tf,
         extra_props=extra_props,
+        numerics=_load_numerics(root.section("numerics", default=None)),
     )
     dev.finish()
     mem.finish()
