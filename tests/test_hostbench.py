@@ -18,6 +18,7 @@ from farm.benchmark_model import BenchmarkOutput, parse_output
 from farm.hostbench import (
     FLAGS,
     delegation_of,
+    input_layer_info,
     main,
     parse_flags,
     run_loop,
@@ -348,3 +349,51 @@ def test_bad_input_value_files(tmp_path: Path, spec: str, fragment: str) -> None
                        "--input_layer_value_files=" + spec.format(path=path, short=short))
     assert proc.returncode == 1
     assert fragment in out.error
+
+
+def test_input_layer_info_like_populate_input_layer_info() -> None:
+    files = [("a", "/x.bin")]
+    assert input_layer_info("", "", files) == ([], "")  # lenient: names matched later
+    assert input_layer_info("a,b", "1,2:3", files) == ([("a", (1, 2)), ("b", (3,))], "")
+    assert input_layer_info("a", "1,2:3", [])[1] == (
+        "The number of items in --input_layer_shape (1,2:3, with 2 items) must match the number "
+        "of items in --input_layer (a, with 1 items). For example --input_layer=input1,input2 "
+        "--input_layer_shape=1,224,224,4:1,20")
+    assert input_layer_info("a", "1,x", [])[1] == "Incorrect size string specified: 1,x"
+    assert input_layer_info("a", "1,-1", [])[1].startswith("Any unknown sizes in the shapes")
+    assert input_layer_info("b", "1", files)[1] == (
+        "Cannot find the corresponding input_layer name(a) in --input_layer as b")
+    assert input_layer_info("", "", files, strict=True)[1] == (
+        "Cannot find the corresponding input_layer name(a) in --input_layer as ")
+
+
+@pytest.mark.slow
+def test_value_files_go_by_position_in_input_layer(tmp_path: Path) -> None:
+    data = np.random.default_rng(9).uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32)
+    values = tmp_path / "input.bin"
+    values.write_bytes(data.tobytes())
+    target = tmp_path / "out.bin"
+    # the tool feeds --input_layer's j-th name to the j-th input and only warns on the name
+    proc, out = _bench(f"--graph={FP32}", *SHORT, "--use_xnnpack=false", "--input_layer=pixels",
+                       "--input_layer_shape=1,16,16,3",
+                       f"--input_layer_value_files=pixels:{values}", f"--output_filepath={target}")
+    assert out.success, proc.stderr
+    assert "WARN: Tensor # 0 is named input but flags call it pixels" in proc.stdout
+    assert ("Input layers", "pixels") in out.params
+    assert target.read_bytes() == _direct_run(FP32, data, default_delegates=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("flags", "fragment"), [
+    (("--input_layer=input,x", "--input_layer_shape=1,16,16,3:1"),
+     "Inputs mismatch: Model inputs #:2 expected: 1"),
+    (("--input_layer=input", "--input_layer_shape=16,3"),
+     "Input tensor #0 should have 4 dimensions!"),
+    (("--input_layer=input", "--input_layer_shape=1,16,16,3",
+      "--input_layer_value_files=other:/x.bin"),
+     "Cannot find the corresponding input_layer name(other) in --input_layer as input"),
+])
+def test_input_layer_errors_fail_the_run(flags: tuple[str, ...], fragment: str) -> None:
+    proc, out = _bench(f"--graph={FP32}", *SHORT, *flags)
+    assert proc.returncode == 1 and not out.success
+    assert fragment in proc.stderr

@@ -11,6 +11,7 @@ import struct
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from farm.benchmark_model import BenchmarkOutput, parse_output
@@ -20,6 +21,7 @@ from farm.sim.benchmark import (
     CorruptModel,
     analyze_model,
     elf_info,
+    emulate_outputs,
     era_for,
     expected_latency_us,
     make_stub_binary,
@@ -398,3 +400,132 @@ def test_profiles_load_and_validate(tmp_path) -> None:
     assert load_profile(f).name == "custom"
     with pytest.raises(ConfigError, match="unknown simulator profile 'nope'; known: "):
         load_profile("nope")
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _litert(model: bytes, data: np.ndarray, *, xnnpack: bool) -> bytes:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kind = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interp = Interpreter(model_content=model, experimental_op_resolver_type=kind)
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], data)
+    interp.invoke()
+    return bytes(interp.get_tensor(interp.get_output_details()[0]["index"]).tobytes())
+
+
+@pytest.fixture(scope="module")
+def tiny() -> dict[str, bytes]:
+    return {q: (REPO_MODELS / f"tiny_{q}.tflite").read_bytes() for q in ("fp32", "int8")}
+
+
+INPUT = "--input_layer=input --input_layer_shape=1,16,16,3"
+ONE = "--num_runs=1 --warmup_runs=0 --warmup_min_secs=0 --min_secs=0"
+
+
+def _with_inputs(make_phone, profile: str, tiny: dict[str, bytes]  # noqa: F811
+                 ) -> tuple[Phone, dict[str, np.ndarray]]:
+    phone = make_phone(profile, time_scale=2000.0)
+    install_benchmark_model(phone)
+    x = np.random.default_rng(4).uniform(-1, 1, (1, 16, 16, 3))
+    data = {"fp32": x.astype(np.float32),
+            "int8": (np.clip(np.rint(x * 255 / 2), -128, 127)).astype(np.int8)}
+    for q, model in tiny.items():
+        push(phone, model, f"{T}/tiny_{q}.tflite")
+        push(phone, data[q].tobytes(), f"{T}/in_{q}.bin")
+    return phone, data
+
+
+def _out(phone: Phone, q: str, flags: str) -> bytes:
+    phone.run(f"rm -f {T}/o.bin")
+    rc, out, err = phone.run(f"{BM} --graph={T}/tiny_{q}.tflite {ONE} {INPUT} "
+                             f"--input_layer_value_files=input:{T}/in_{q}.bin "
+                             f"--output_filepath={T}/o.bin {flags}", timeout=60)
+    assert rc == 0, out + err
+    return phone.fs.read_bytes(f"{T}/o.bin")
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_outputs_are_the_model_run_on_the_phones_inputs(make_phone,  # noqa: F811
+                                                        tiny: dict[str, bytes]) -> None:
+    phone, data = _with_inputs(make_phone, "flagship", tiny)
+    exact = _litert(tiny["fp32"], data["fp32"], xnnpack=False)
+    assert _out(phone, "fp32", "--use_xnnpack=false") == exact
+    assert _out(phone, "fp32", "") == _litert(tiny["fp32"], data["fp32"], xnnpack=True)
+    # NNAPI without fp16 computes float models exactly; with it (and on the GPU) in fp16
+    assert _out(phone, "fp32", "--use_nnapi=true") == exact
+    want = np.frombuffer(exact, np.float32)
+    for flags in ("--use_gpu=true", "--use_nnapi=true --nnapi_allow_fp16=true"):
+        got = np.frombuffer(_out(phone, "fp32", flags), np.float32)
+        assert not np.array_equal(got, want)
+        assert np.allclose(got, want, rtol=0.02, atol=1e-4)
+    # a different input gives a different output: the value file is really read
+    push(phone, np.zeros((1, 16, 16, 3), np.float32).tobytes(), f"{T}/in_fp32.bin")
+    assert _out(phone, "fp32", "--use_xnnpack=false") != exact
+
+
+def test_flagship_nnapi_garbles_int8_outputs(make_phone, tiny: dict[str, bytes]) -> None:  # noqa: F811
+    phone, data = _with_inputs(make_phone, "flagship", tiny)
+    exact = _litert(tiny["int8"], data["int8"], xnnpack=False)
+    assert _out(phone, "int8", "--use_xnnpack=false") == exact
+    bad = _out(phone, "int8", "--use_nnapi=true")
+    assert _out(phone, "int8", "--use_nnapi=true") == bad  # deterministic
+    real = (np.frombuffer(exact, np.int8).astype(float) + 128) / 256
+    wrong = (np.frombuffer(bad, np.int8).astype(float) + 128) / 256
+    assert _cos(real, wrong) < 0.97 and np.abs(real - wrong).max() > 0.2
+    # the CPU reference device of NNAPI is not the buggy driver
+    assert _out(phone, "int8", "--use_nnapi=true --nnapi_accelerator_name=nnapi-reference "
+                               "--disable_nnapi_cpu=false") == exact
+    # another phone's NNAPI (reference only) is not buggy either
+    mid, mid_data = _with_inputs(make_phone, "midrange", tiny)
+    assert _out(mid, "int8", "--use_nnapi=true --disable_nnapi_cpu=false") == _litert(
+        tiny["int8"], mid_data["int8"], xnnpack=False)
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (f"--input_layer_value_files=input:{T}/in_fp32.bin",
+     "Cannot find the corresponding input_layer name(input) in --input_layer as "),
+    (f"{INPUT} --input_layer_value_files=input:{T}/in_int8.bin",
+     f"The size of {T}/in_int8.bin is 768 bytes. It should be 3072 bytes."),
+    (f"{INPUT} --input_layer_value_files=input:{T}/nope.bin",
+     f"Failed to read the input_layer_value_file:{T}/nope.bin"),
+    ("--input_layer=input,b --input_layer_shape=1,16,16,3",
+     "The number of items in --input_layer_shape (1,16,16,3, with 1 items) must match"),
+    ("--input_layer=input --input_layer_shape=1,16,-1,3", "Any unknown sizes in the shapes"),
+    ("--input_layer=input --input_layer_shape=16,3", "Input tensor #0 should have 4 dimensions!"),
+])
+def test_input_flag_errors_fail_the_run(make_phone, tiny: dict[str, bytes], args: str,  # noqa: F811
+                                        fragment: str) -> None:
+    phone, _ = _with_inputs(make_phone, "flagship", tiny)
+    rc, out, err, parsed = bench(phone, f"--graph={T}/tiny_fp32.tflite {ONE} {args} "
+                                        f"--output_filepath={T}/o.bin")
+    assert rc == 1 and not parsed.success
+    assert fragment in err
+    assert not phone.fs.exists(f"{T}/o.bin")
+
+
+def test_numerics_in_profiles_are_validated() -> None:
+    import yaml
+
+    data = yaml.safe_load(open(load_profile("flagship").source_file, encoding="utf-8"))
+    assert load_profile("flagship").numeric_behaviour("nnapi", "int8", fp16_allowed=True) \
+        == "corrupt"
+    mid = load_profile("midrange")
+    assert mid.numeric_behaviour("gpu", "int8", fp16_allowed=True) == "fp16"
+    assert mid.numeric_behaviour("gpu", "fp32", fp16_allowed=False) == "exact"
+    assert mid.numeric_behaviour("nnapi", "int8", fp16_allowed=True) == "exact"
+    assert mid.numeric_behaviour("cpu", "fp32", fp16_allowed=True) == "exact"
+    with pytest.raises(ConfigError, match=r"x\.yaml: numerics\.gpu\.fp32: invalid value 'wrong'"
+                                          r"; allowed: exact, fp16, corrupt"):
+        profile_from_dict(dict(data, numerics={"gpu": {"fp32": "wrong"}}), source_file="x.yaml")
+    with pytest.raises(ConfigError, match=r"numerics\.gpu\.int4: unknown key; allowed: "):
+        profile_from_dict(dict(data, numerics={"gpu": {"int4": "exact"}}), source_file="x.yaml")
+    with pytest.raises(ConfigError, match=r"numerics\.npu: unknown key; allowed: cpu, gpu"):
+        profile_from_dict(dict(data, numerics={"npu": {}}), source_file="x.yaml")
+    with pytest.raises(ValueError, match="unknown numeric behaviour 'fuzzy'"):
+        emulate_outputs(b"", [], behaviour="fuzzy", xnnpack=False, salt=b"")
