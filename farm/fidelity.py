@@ -138,13 +138,20 @@ def _interpreter(path: Path, *, xnnpack: bool = False) -> Any:
 
 
 def read_model_io(path: Path) -> ModelIO:
-    """The input and output tensors of a .tflite (loads it in LiteRT); FidelityError if not."""
+    """The input and output tensors of a .tflite (loads it in LiteRT); FidelityError if it
+    cannot be loaded or has tensors farm cannot feed or read (strings)."""
     try:
         interp = _interpreter(Path(path))
-        return ModelIO(tuple(_info(d) for d in interp.get_input_details()),
-                       tuple(_info(d) for d in interp.get_output_details()))
+        io = ModelIO(tuple(_info(d) for d in interp.get_input_details()),
+                     tuple(_info(d) for d in interp.get_output_details()))
     except Exception as exc:  # noqa: BLE001 - any loader failure is reported as data
         raise FidelityError(f"{path}: cannot load the model in LiteRT: {exc}") from None
+    for kind, tensors in (("input", io.inputs), ("output", io.outputs)):
+        for t in tensors:
+            if np.dtype(t.dtype).kind not in "fiub":
+                raise FidelityError(f"{path}: {kind} {t.name!r} is of type {t.dtype}; only "
+                                    "numeric tensors can be checked")
+    return io
 
 
 # --------------------------------------------------------------------------- inputs (pure)
