@@ -138,6 +138,8 @@ class ThermalModel:
         idle_rise = self.spec.idle_power_w / self.spec.cooling_w_per_c
         self._temp = self.spec.ambient_c + idle_rise if start_temp_c is None else start_temp_c
         self._tripped = 0  # number of trip points currently active
+        # (simulated time, trip points active) at every change: the truth tests compare with
+        self.trip_log: list[tuple[float, int]] = []
         self._loads: dict[int, Load] = {}
         self._next_token = 1
         self._update_trips()
@@ -192,6 +194,12 @@ class ThermalModel:
         return min(tp.cap_fraction for tp in self.spec.trip_points[: self._tripped])
 
     def _update_trips(self) -> None:
+        before = self._tripped
+        self._update_trip_count()
+        if self._tripped != before:
+            self.trip_log.append((self._t, self._tripped))
+
+    def _update_trip_count(self) -> None:
         trips = self.spec.trip_points
         # rise: every trip point at or below the temperature; fall: with hysteresis
         while self._tripped < len(trips) and self._temp >= trips[self._tripped].temp_c:
