@@ -115,11 +115,28 @@ def _progress(quiet: bool) -> Iterator[Callable[[Any], None]]:
 @click.option("--resume", metavar="RUN", help="Continue an interrupted run (id, prefix, last).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--baseline", metavar="RUN",
+              help="Compare with this run afterwards ('last': the newest finished run before "
+                   "this one).")
+@click.option("--fail-on-regression", "fail_pct", type=click.FloatRange(min=0), metavar="PCT",
+              help="Exit 1 when a case regressed by more than PCT % (or broke); needs "
+                   "--baseline.")
+@click.option("--threshold-pct", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Smallest change called a regression (raised per case by learned noise).")
+@click.option("--junit", type=click.Path(path_type=Path, dir_okay=False),
+              help="JUnit XML of the comparison (default: <out>/<run>/compare.junit.xml).")
+@click.option("--markdown", "markdown_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Markdown summary of the comparison (default: <out>/<run>/compare.md).")
 @click.pass_context
 def run(ctx: click.Context, matrix: Path, device_patterns: tuple[str, ...],
         devices_file: Path | None, repeats: int | None, db: Path | None, out: Path,
-        resume: str | None, quiet: bool, as_json: bool) -> None:
-    """Run a sweep and write its report."""
+        resume: str | None, quiet: bool, as_json: bool, baseline: str | None,
+        fail_pct: float | None, threshold_pct: float, junit: Path | None,
+        markdown_file: Path | None) -> None:
+    """Run a sweep and write its report (and, with --baseline, gate on regressions)."""
+    if baseline is None and (fail_pct is not None or junit or markdown_file):
+        raise click.BadParameter("needs --baseline RUN (or 'last')",
+                                 param_hint="--fail-on-regression/--junit/--markdown")
     plan = api.load_plan(matrix, devices_file=devices_file)
     with _progress(quiet or as_json) as on_event:
         try:
@@ -130,17 +147,53 @@ def run(ctx: click.Context, matrix: Path, device_patterns: tuple[str, ...],
             raise click.ClickException("interrupted; finished samples are stored — continue "
                                        "with `farm run --resume last --matrix ...`") from None
     s = result.stats
+    gate = None
+    if baseline is not None:
+        gate = _run_gate(_db(ctx, db), result.run_id, baseline, threshold_pct=threshold_pct,
+                         fail_pct=fail_pct,
+                         junit=junit or out / result.run_id / "compare.junit.xml",
+                         markdown_file=markdown_file or out / result.run_id / "compare.md",
+                         echo=not as_json)
     if as_json:
         click.echo(json.dumps({"run_id": result.run_id, "report": str(result.report),
                                "ok": s.samples_ok, "failed": s.samples_failed,
                                "skipped": s.samples_skipped, "bytes_pushed": s.bytes_pushed,
-                               "wall_s": round(s.wall_s, 3)}))
-        return
-    click.echo(f"run {result.run_id}: {s.samples_ok} ok, {s.samples_failed} failed, "
-               f"{s.samples_skipped} skipped on {len(result.devices)} device(s) "
-               f"in {s.wall_s:.0f} s")
-    if result.report:
-        click.echo(f"report: {result.report}")
+                               "wall_s": round(s.wall_s, 3),
+                               **({"compare": gate[0]} if gate else {})}))
+    else:
+        click.echo(f"run {result.run_id}: {s.samples_ok} ok, {s.samples_failed} failed, "
+                   f"{s.samples_skipped} skipped on {len(result.devices)} device(s) "
+                   f"in {s.wall_s:.0f} s")
+        if result.report:
+            click.echo(f"report: {result.report}")
+    if gate and gate[1]:
+        ctx.exit(1)
+
+
+def _run_gate(db: Path, run_id: str, baseline: str, *, threshold_pct: float,
+              fail_pct: float | None, junit: Path, markdown_file: Path, echo: bool
+              ) -> tuple[dict[str, Any], bool]:
+    """Compare a finished run with its baseline; (summary for --json, gate failed)."""
+    from farm import compare
+
+    base = compare.baseline_for(db, run_id, baseline)
+    if base is None:
+        if echo:
+            click.echo("baseline: no finished run before this one; nothing to compare")
+        return {"baseline": None, "failing": 0}, False
+    result = compare.compare_runs(db, base, run_id, threshold_pct=threshold_pct)
+    written = compare.write_outputs(result, junit=junit, markdown_file=markdown_file,
+                                    fail_pct=fail_pct)
+    failing = result.failing(fail_pct) if fail_pct is not None else ()
+    if echo:
+        for line in compare.summary_lines(result, fail_pct=fail_pct):
+            click.echo(line)
+        click.echo("wrote " + ", ".join(str(p) for p in written))
+        if failing:
+            click.echo(f"FAIL: {len(failing)} case(s) regressed by more than {fail_pct:g} % "
+                       "or broke", err=True)
+    return ({"baseline": base, "counts": result.counts(), "failing": len(failing),
+             "junit": str(junit), "markdown": str(markdown_file)}, bool(failing))
 
 
 @main.command("plan")
@@ -247,6 +300,165 @@ def parse(files: tuple[Path, ...], as_json: bool) -> None:
         for k, v in r.items():
             if v not in (None, "", [], ()):
                 click.echo(f"{k}: {v}")
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+def _columns(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Plain aligned columns (stable in logs and tests; no colour, no box drawing)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:{w}}}" for w in widths[:-1]) + "  {}"
+    return [fmt.format(*headers).rstrip()] + [fmt.format(*r).rstrip() for r in rows]
+
+
+def _pct(v: Any) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "-"
+    return "-" if f != f else f"{f:.0%}"
+
+
+@main.group()
+def verdict() -> None:
+    """Verdicts from a run's samples."""
+
+
+@verdict.command("quantization")
+@click.argument("run_id", default="last")
+@click.option("--db", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option("--include-tainted", is_flag=True, help="Keep tainted samples (excluded by "
+              "default).")
+@click.pass_context
+def verdict_quantization(ctx: click.Context, run_id: str, db: Path | None, as_json: bool,
+                         include_tainted: bool) -> None:
+    """Each quantization against fp32, per device × model × delegate × threads, with a CI."""
+    from farm import analysis
+
+    with api.open_store(_db(ctx, db)) as store:
+        rid = store.resolve_run(run_id)
+        frame = analysis.quantization_verdicts(store.load_samples(rid),
+                                               include_tainted=include_tainted)
+    if as_json:
+        rows = json.loads(frame.to_json(orient="records"))
+        click.echo(json.dumps({"run_id": rid, "include_tainted": include_tainted,
+                               "rows": rows}, indent=2))
+        return
+    click.echo(f"run {rid}: speedup = fp32 latency / variant latency (> 1: faster); tainted "
+               f"samples {'kept' if include_tainted else 'excluded'}")
+    rows = []
+    for _, r in frame.iterrows():
+        ci = ("-" if r["ci_low"] != r["ci_low"] else
+              f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] {_pct(r['ci_level'])}")
+        rows.append((str(r["device_label"]), str(r["model"]), str(r["delegate"]),
+                     str(r["threads"]), str(r["quantization"]),
+                     "-" if r["ratio"] != r["ratio"] else f"{r['ratio']:.2f}x", ci,
+                     str(r["verdict"]), str(r["n_pairs"]),
+                     f"{_pct(r['baseline_cv'])}/{_pct(r['variant_cv'])}",
+                     f"{r['baseline_tainted_excluded']}/{r['variant_tainted_excluded']}",
+                     f"{r['baseline_coverage']}/{r['variant_coverage']}",
+                     str(r["reason"]) or "-"))
+    for line in _columns(("device", "model", "delegate", "t", "quant", "speedup", "95% CI",
+                          "verdict", "pairs", "CV fp32/q", "tainted fp32/q",
+                          "delegation fp32/q", "why"), rows):
+        click.echo(line)
+    if not rows:
+        click.echo("(no quantization to compare with fp32 in this run)")
+
+
+@main.command("policy")
+@click.argument("run_id", default="last")
+@click.option("--db", type=click.Path(path_type=Path))
+@click.option("--objective", type=click.Choice(["p50", "p90", "sustained"]), default="p50",
+              show_default=True, help="What to minimise.")
+@click.option("--max-memory-mb", type=click.FloatRange(min=0, min_open=True),
+              help="Exclude configurations whose peak memory exceeds this.")
+@click.option("--fidelity/--no-fidelity", default=None,
+              help="Exclude 'fast but wrong' configurations (default: on when the run has "
+                   "fidelity results).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write policy.json or policy.yaml (and show what changed if it exists).")
+@click.option("--previous", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="An earlier policy file to show the changes against.")
+@click.option("--json", "as_json", is_flag=True, help="Print the policy and changes as JSON.")
+@click.pass_context
+def policy_cmd(ctx: click.Context, run_id: str, db: Path | None, objective: str,
+               max_memory_mb: float | None, fidelity: bool | None, out: Path | None,
+               previous: Path | None, as_json: bool) -> None:
+    """Per tier: the delegate, threads, quantization and CPU mask to ship, with a fallback."""
+    from farm import policy
+
+    if out is not None and out.suffix not in (".json", ".yaml", ".yml"):
+        raise click.BadParameter(f"{out}: use a .json, .yaml or .yml file", param_hint="--out")
+    result = policy.policy_for_run(_db(ctx, db), run_id, objective=objective,
+                                   max_memory_mb=max_memory_mb, fidelity=fidelity)
+    before_file = previous or (out if out is not None and out.exists() else None)
+    changes = (policy.diff_policies(policy.read_policy_file(before_file), result)
+               if before_file else None)
+    if out is not None:
+        policy.write_policy_file(result, out)
+    if as_json:
+        click.echo(json.dumps({"policy": result.to_dict(), "previous": str(before_file or ""),
+                               "changes": [c.to_dict() for c in changes or ()]}, indent=2))
+        return
+    click.echo(f"policy for run {result.run_id} (objective {result.objective}, fidelity "
+               f"{'checked' if result.fidelity_checked else 'not checked'})")
+    for tier in result.tiers:
+        for m in tier.models:
+            chain = " -> ".join(c.label() for c in m.fallback) or "-"
+            pick = m.choice.label() if m.choice else "(none)"
+            click.echo(f"{tier.tier} / {m.model}: {pick}  [fallback: {chain}]")
+            click.echo(f"    {m.why}")
+    if before_file is not None:
+        click.echo(f"changes since {before_file}:" if changes else
+                   f"no change since {before_file}")
+        for c in changes or ():
+            click.echo(f"  {c.describe()}")
+    if out is not None:
+        click.echo(f"wrote {out}")
+
+
+@main.command("compare")
+@click.argument("base")
+@click.argument("new", default="last")
+@click.option("--db", type=click.Path(path_type=Path))
+@click.option("--threshold-pct", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Smallest change called a regression (raised per case by learned noise).")
+@click.option("--noise-k", type=click.FloatRange(min=0), default=3.0, show_default=True,
+              help="Learned threshold = k × the case's night-to-night noise.")
+@click.option("--junit", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write JUnit XML (one testcase per case).")
+@click.option("--markdown", "markdown_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write a Markdown summary.")
+@click.option("--fail-on-regression", "fail_pct", type=click.FloatRange(min=0), metavar="PCT",
+              help="Exit 1 when a case regressed by more than PCT % or broke.")
+@click.option("--json", "as_json", is_flag=True, help="Print every case as JSON.")
+@click.pass_context
+def compare_cmd(ctx: click.Context, base: str, new: str, db: Path | None, threshold_pct: float,
+                noise_k: float, junit: Path | None, markdown_file: Path | None,
+                fail_pct: float | None, as_json: bool) -> None:
+    """Regressions from BASE to NEW (ids, prefixes or 'last'), matched by device × case."""
+    from farm import compare
+
+    result = compare.compare_runs(_db(ctx, db), base, new, threshold_pct=threshold_pct,
+                                  noise_k=noise_k)
+    written = compare.write_outputs(result, junit=junit, markdown_file=markdown_file,
+                                    fail_pct=fail_pct)
+    failing = result.failing(fail_pct) if fail_pct is not None else ()
+    if as_json:
+        click.echo(json.dumps({**result.to_dict(), "failing": len(failing)}, indent=2))
+    else:
+        for line in compare.summary_lines(result, fail_pct=fail_pct):
+            click.echo(line)
+        if written:
+            click.echo("wrote " + ", ".join(str(p) for p in written))
+    if failing:
+        click.echo(f"FAIL: {len(failing)} case(s) regressed by more than {fail_pct:g} % or "
+                   "broke", err=True)
+        ctx.exit(1)
 
 
 def _mount_optional() -> None:

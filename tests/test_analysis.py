@@ -253,3 +253,222 @@ def test_partial_delegation_is_flagged_but_keeps_its_verdict() -> None:
     assert bool(partial["verdict_ok"])
     assert rows["d1/m/int8/gpu/1"]["delegation_status"] == "not applied"
     assert not bool(rows["d1/m/int8/gpu/1"]["verdict_ok"])
+
+
+# --- quantization verdicts: phases, evidence, adaptive stopping -----------------------------------
+
+
+def test_sustained_windows_never_enter_verdicts_or_summaries() -> None:
+    frame = _paired_frame(5, [1000.0, 1010.0, 990.0, 1005.0, 995.0],
+                          [500.0, 505.0, 495.0, 502.0, 498.0])
+    frame["phase"] = "measure"
+    hot = frame.assign(phase="sustained", inference_avg_us=frame["inference_avg_us"] * 3,
+                       round=0)
+    both = pd.concat([frame, hot], ignore_index=True)
+    row = analysis.quantization_verdicts(both).iloc[0]
+    assert (row["n_pairs"], row["baseline_n"], row["variant_n"]) == (5, 5, 5)
+    assert row["ratio"] == pytest.approx(1000.0 / 500.0)
+    summary = analysis.summarize(both)
+    assert (summary["n_samples"] == 5).all()
+    assert (analysis.summarize(both, phase=None)["n_samples"] == 10).all()
+
+
+def test_verdict_evidence_per_side() -> None:
+    frame = _paired_frame(6, [1000.0 + i for i in range(6)], [500.0 + i for i in range(6)])
+    frame.loc[(frame["quantization"] == "int8") & (frame["round"].isin([2, 3])), "tainted"] = True
+    frame.loc[(frame["quantization"] == "fp32") & (frame["round"] == 5), "tainted"] = True
+    row = analysis.quantization_verdicts(frame).iloc[0]
+    assert list(analysis.quantization_verdicts(frame).columns) == list(analysis.VERDICT_COLUMNS)
+    assert (row["baseline_tainted_excluded"], row["variant_tainted_excluded"]) == (1, 2)
+    assert row["n_tainted_excluded"] == 3
+    assert (row["baseline_n"], row["variant_n"], row["n_pairs"]) == (5, 4, 3)
+    assert row["baseline_delegation"] == "full" and row["variant_delegation"] == "full"
+    kept = analysis.quantization_verdicts(frame, include_tainted=True).iloc[0]
+    assert (kept["n_pairs"], kept["n_tainted_excluded"]) == (6, 0)
+
+
+def test_partial_delegation_on_either_side_is_not_a_verdict_for_that_delegate() -> None:
+    frame = _paired_frame(5, [1000.0] * 5, [400.0, 410.0, 405.0, 395.0, 400.0])
+    frame.loc[frame["quantization"] == "int8", "delegation"] = "partial"
+    row = analysis.quantization_verdicts(frame).iloc[0]
+    assert row["verdict"] == "not comparable" and math.isnan(row["ratio"])
+    assert row["reason"] == ("not a verdict for the xnnpack delegate: xnnpack delegate partial "
+                             "on int8")
+
+
+def test_needs_more_samples_until_the_ci_excludes_one() -> None:
+    base = [1000.0, 1012.0, 995.0, 1003.0, 990.0, 1007.0]
+    assert analysis.needs_more_samples(base[:2], [500.0, 505.0])  # below the minimum pairs
+    assert not analysis.needs_more_samples(base[:3], [500.0, 505.0, 497.0])
+    assert not analysis.needs_more_samples(base[:3], [2000.0, 2020.0, 1990.0])  # slower counts
+    same = [1001.0, 1009.0, 998.0, 1000.0, 995.0, 1006.0]
+    assert analysis.needs_more_samples(base, same)
+    # NaN rounds are dropped, and then too few pairs remain
+    assert analysis.needs_more_samples([1000.0, math.nan, 990.0], [500.0, 505.0, math.nan])
+    with pytest.raises(ValueError, match="differ in length"):
+        analysis.needs_more_samples([1.0], [1.0, 2.0])
+
+
+def test_needs_more_samples_with_a_budget_uses_a_stricter_level() -> None:
+    # a clear but noisy effect: enough at 95 % per look, not at the Bonferroni level for 8 looks
+    base = [1000.0, 1100.0, 950.0, 1050.0]
+    variant = [900.0, 930.0, 890.0, 960.0]
+    assert not analysis.needs_more_samples(base, variant)
+    assert analysis.needs_more_samples(base, variant, max_pairs=10)
+    ci_plain = analysis.ratio_ci(np.array(base), np.array(variant))
+    ci_strict = analysis.ratio_ci(np.array(base), np.array(variant), level=1 - 0.05 / 8)
+    assert ci_plain.low > 1.0 > ci_strict.low
+
+
+def test_needs_more_samples_equivalence_stop() -> None:
+    base = [1000.0, 1002.0, 998.0, 1001.0, 999.0, 1000.0]
+    same = [1000.5, 1001.0, 998.5, 1000.0, 999.5, 1000.5]
+    assert analysis.needs_more_samples(base, same)
+    assert not analysis.needs_more_samples(base, same, equivalence_margin=0.05)
+
+
+def test_ratio_ci_independent() -> None:
+    base = np.array([100.0, 102.0, 98.0, 101.0, 99.0])
+    slower = base * 1.2
+    ci = analysis.ratio_ci_independent(slower, base)
+    assert ci.ratio == pytest.approx(1.2)
+    assert 1.0 < ci.low < 1.2 < ci.high
+    assert "Welch" in ci.method
+    many = analysis.ratio_ci_independent(np.tile(slower, 3), np.tile(base, 3))
+    assert "bootstrap" in many.method and many.low > 1.0
+    assert math.isnan(analysis.ratio_ci_independent(base[:1], base).low)
+
+
+# --- simulated truth: no false "faster" -----------------------------------------------------------
+#
+# Latencies are drawn around the simulator's noise-free truth (farm.sim.benchmark
+# .expected_latency_us for a MAC-bound conv model) with each profile's own noise CV, and the
+# delegation coverage is what the simulator's planner says the delegate does with each model.
+
+SIM_SEEDS = 60
+
+
+@pytest.fixture(scope="module")
+def conv_work() -> dict[str, Any]:
+    from farm.sim.benchmark import analyze_model
+    from tests.fixtures_simuser import conv_model
+
+    return {q: analyze_model(conv_model(q)) for q in ("fp32", "int8")}
+
+
+def _sim_delegation(profile: Any, work: Any, delegate: str, threads: int) -> str:
+    """full / partial / none as the simulator's planner assigns the nodes ("" for plain CPU)."""
+    from farm.sim.benchmark import flags_for_delegate, parse_flags, plan_run, run_options
+
+    if delegate == "cpu":
+        return ""
+    version = tuple(int(x) for x in profile.benchmark_model_tf_version.split(".")[:2])
+    argv = [*flags_for_delegate(delegate), f"--num_threads={threads}"]
+    plan = plan_run(profile, work, run_options(parse_flags(argv, version), profile, None),
+                    default_xnnpack=version >= (2, 6))
+    on = sum(1 for e in plan.executor if e == delegate)
+    return "full" if on == len(plan.executor) else "partial" if on else "none"
+
+
+def _truth_samples(profile_name: str, delegate: str, threads: int, work: dict[str, Any], *,
+                   seeds: int = SIM_SEEDS, repeats: int = 5, truth_ratio: float | None = None,
+                   force_full: bool = False) -> tuple[pd.DataFrame, float]:
+    """One synthetic 'device' per seed, interleaved rounds, lognormal noise (profile CV) around
+    the truth. Returns the frame and the true speedup fp32 / int8."""
+    from farm.sim.benchmark import expected_latency_us
+    from farm.sim.profiles import load_profile
+
+    prof = load_profile(profile_name)
+    truth = {q: expected_latency_us(prof, work[q], delegate=delegate, threads=threads)
+             for q in ("fp32", "int8")}
+    if truth_ratio is not None:
+        truth["int8"] = truth["fp32"] / truth_ratio
+    coverage = {q: "full" if force_full and delegate != "cpu"
+                else _sim_delegation(prof, work[q], delegate, threads) for q in truth}
+    cv = prof.perf.noise_cv
+    rows = []
+    for seed in range(seeds):
+        rng = np.random.default_rng([seed, threads, len(profile_name)])
+        for rnd in range(1, repeats + 1):
+            drift = float(rng.lognormal(0.0, cv / 2))  # shared by the round (heat, load)
+            for quant, true_us in truth.items():
+                rows.append({"device": f"{profile_name}-{seed}", "model": "conv",
+                             "quantization": quant, "delegate": delegate, "threads": threads,
+                             "round": rnd, "status": "ok", "tainted": False, "flags": "",
+                             "delegation": coverage[quant],
+                             "inference_avg_us": true_us * drift * float(rng.lognormal(0, cv))})
+    return pd.DataFrame(rows), truth["fp32"] / truth["int8"]
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_simulated_truth_int8_slower_on_old_armv7_is_never_called_faster(
+        conv_work: dict[str, Any], threads: int) -> None:
+    frame, truth = _truth_samples("old_armv7", "cpu", threads, conv_work)
+    assert truth < 0.75  # the simulator's truth: armv7 without dot-product runs int8 slower
+    verdicts = analysis.quantization_verdicts(frame)["verdict"].value_counts().to_dict()
+    assert verdicts.get("faster", 0) == 0
+    assert verdicts.get("slower", 0) >= 0.95 * SIM_SEEDS
+
+
+@pytest.mark.parametrize("profile", ["lowend", "midrange", "flagship"])
+def test_simulated_truth_gpu_int8_in_float_is_never_called_faster(
+        conv_work: dict[str, Any], profile: str) -> None:
+    from farm.sim.profiles import load_profile
+
+    # midrange/flagship GPUs run int8 models in float (1x); the low-end GPU refuses int8
+    # entirely and benchmark_model runs it on the CPU
+    in_float = load_profile(profile).expected_speedup("gpu", "fp32", "int8") == 1.0
+    assert in_float is (profile != "lowend")
+    frame, truth = _truth_samples(profile, "gpu", 1, conv_work)
+    rows = analysis.quantization_verdicts(frame)
+    assert (rows["verdict"] != "faster").all()
+    # int8 on these GPUs is not (fully) delegated: never a verdict for the GPU delegate
+    assert (rows["verdict"] == "not comparable").all()
+    assert rows["reason"].str.startswith("not a verdict for the gpu delegate").all()
+    if in_float:
+        assert 0.9 < truth < 1.1
+
+
+@pytest.mark.parametrize("profile", ["midrange", "flagship"])
+def test_simulated_truth_gpu_int8_at_one_x_fully_delegated_is_not_faster(
+        conv_work: dict[str, Any], profile: str) -> None:
+    """Even if the GPU took the whole int8 graph (computing it in float at the fp32 speed), the
+    verdict must not say faster: the true ratio is ~0.98."""
+    frame, truth = _truth_samples(profile, "gpu", 1, conv_work, force_full=True)
+    assert 0.9 < truth < 1.0
+    verdicts = analysis.quantization_verdicts(frame)["verdict"]
+    assert (verdicts != "faster").all()
+    assert (verdicts != "not comparable").all()
+
+
+def test_simulated_truth_real_speedups_are_found(conv_work: dict[str, Any]) -> None:
+    """The other side of the coin: int8 on a dot-product CPU is called faster."""
+    frame, truth = _truth_samples("flagship", "xnnpack", 1, conv_work)
+    assert truth > 2.0
+    verdicts = analysis.quantization_verdicts(frame)["verdict"]
+    assert (verdicts == "faster").mean() >= 0.95
+
+
+def test_false_faster_rate_at_a_true_ratio_of_one_stays_at_the_ci_level(
+        conv_work: dict[str, Any]) -> None:
+    """At a true ratio of exactly 1 a 95 % CI calls 'faster' at most ~2.5 % of the time (one
+    tail); with adaptive repeats (looks at every round, Bonferroni per look) at most ~5 %."""
+    seeds = 400
+    frame, truth = _truth_samples("lowend", "xnnpack", 1, conv_work, seeds=seeds, repeats=10,
+                                  truth_ratio=1.0)
+    assert truth == pytest.approx(1.0)
+    fixed = frame[frame["round"] <= 5]
+    fixed_rate = (analysis.quantization_verdicts(fixed)["verdict"] == "faster").mean()
+    assert fixed_rate <= 0.03
+    wide = frame.pivot_table(index=["device", "round"], columns="quantization",
+                             values="inference_avg_us")
+    stop: dict[str, int] = {}
+    for device, rounds in wide.groupby(level="device"):
+        b, v = rounds["fp32"].to_numpy(), rounds["int8"].to_numpy()
+        n = analysis.MIN_N_FOR_VERDICT
+        while n < 10 and analysis.needs_more_samples(b[:n], v[:n], max_pairs=10):
+            n += 1
+        stop[str(device)] = n
+    adaptive = analysis.quantization_verdicts(frame[frame["round"] <= frame["device"].map(stop)])
+    assert len(set(stop.values())) > 2  # the looks did stop at different rounds
+    assert (adaptive["verdict"] == "faster").mean() <= 0.05
