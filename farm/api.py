@@ -293,12 +293,18 @@ def run_plan(p: Plan, *, db: Path = DEFAULT_DB, out_dir: Path = DEFAULT_REPORTS,
                                  for pc in planned] + [c.to_dict() for c, _ in sustained])
         runnable: list[Case] = [pc.case for pc in planned if not pc.skip_reason]
         order = plan.schedule(runnable, sweep.repeats, sweep.seed)
+        references: dict[str, Any] = {}
+        if sweep.fidelity.enabled:
+            from farm import fidelity
+
+            references = fidelity.build_references(vmap, sweep.fidelity)
         stats = RunStats()
         try:
             with _sigterm_as_interrupt():
                 stats = runner.run(targets, planned, order, run_id=run_id, store=store,
                                    params=sweep.params, delegates=p.delegates, variants=vmap,
-                                   on_event=on_event, stop=stop, sustained=sustained)
+                                   on_event=on_event, stop=stop, sustained=sustained,
+                                   fidelity=sweep.fidelity, references=references)
         except KeyboardInterrupt:
             store.update_run(run_id, status="interrupted", ended_at=_now())
             raise

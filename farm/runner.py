@@ -24,7 +24,7 @@ from farm import probes
 from farm.benchmark_model import build_argv, parse_output
 from farm.devices import Device, DeviceInfo, ShellResult
 from farm.errors import BenchmarkError, DeviceError
-from farm.models import Case, DelegateSpec, ModelVariant, RunParams, SustainedSpec
+from farm.models import Case, DelegateSpec, FidelitySpec, ModelVariant, RunParams, SustainedSpec
 from farm.plan import PlannedCase
 from farm.sampler import Sampler, SeriesSummary, summarize
 from farm.store import SampleRecord, Store, now_iso
@@ -197,7 +197,9 @@ class DeviceWorker:
                  delegates: Mapping[str, DelegateSpec],
                  variants: Mapping[tuple[str, str], ModelVariant], progress: _Progress,
                  stop: threading.Event, sleep: Callable[[float], None] = time.sleep,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 fidelity: FidelitySpec | None = None,
+                 references: Mapping[str, Any] | None = None) -> None:
         self.t = target
         self.run_id = run_id
         self.store = store
@@ -208,6 +210,8 @@ class DeviceWorker:
         self.stop = stop
         self.sleep = sleep
         self.monotonic = monotonic
+        self.fidelity = fidelity or FidelitySpec()
+        self.references = references or {}
         self.stats = RunStats()
         self.remote_models: dict[str, str] = {}
         self.binary_argv: tuple[str, ...] = ()
@@ -469,8 +473,10 @@ class DeviceWorker:
         todo = [(r, pos, c) for r, pos, c in order if (c.case_id, r) not in done]
         sus = [(c, spec) for c, spec in sustained
                if any((c.case_id, w) not in done for w in range(windows_of(spec)))]
+        runnable = [p.case for p in planned if not p.skip_reason]
         try:
-            self.stage([c for _, _, c in todo] + [c for c, _ in sus])
+            self.stage([c for _, _, c in todo] + [c for c, _ in sus] +
+                       (runnable if self.fidelity.enabled else []))
         except (DeviceError, BenchmarkError) as e:
             reason = f"could not prepare the device: {e}"
             self._abandon(todo, reason)
@@ -478,6 +484,8 @@ class DeviceWorker:
             self.release()
             return self.stats
         try:
+            if self.fidelity.enabled:
+                self.check_fidelity(runnable)
             quarantine = self._run_measure(todo)
             if quarantine:
                 self._abandon_sustained(sus, done, quarantine)
@@ -490,6 +498,27 @@ class DeviceWorker:
         finally:
             self.release()
         return self.stats
+
+    def check_fidelity(self, cases: Sequence[Case]) -> None:
+        """Output fidelity of every variant x delegate (farm.fidelity), once per run: cases
+        that already have a row (a resumed run) are not measured again."""
+        from farm import fidelity
+
+        have = {(r["model"], r["quantization"], r["delegate"])
+                for r in self.store.fidelity(self.run_id) if r["device"] == self.serial}
+        todo = [c for c in cases if (c.model, c.quantization, c.delegate) not in have]
+        if not todo:
+            return
+        self.emit(kind="gate", message=f"output fidelity: {len(todo)} cases")
+        try:
+            rows = fidelity.measure_cases(
+                self.t.device, self.binary_argv, self.remote_models, todo, self.variants,
+                self.delegates, self.fidelity, self.references, run_id=self.run_id,
+                timeout_s=self.params.timeout_s, stop=self.stop.is_set)
+        except DeviceError as e:
+            self.stats.errors.append(f"output fidelity: {e}")
+            return
+        self.store.add_fidelity(rows)
 
     def _run_measure(self, todo: Sequence[tuple[int, int, Case]]) -> str:
         """The interleaved samples; returns the quarantine reason if the device was dropped."""
@@ -584,7 +613,9 @@ def run(targets: Sequence[DeviceTarget], planned: Sequence[PlannedCase],
         variants: Mapping[tuple[str, str], ModelVariant],
         on_event: Callable[[Event], None] | None = None,
         stop: threading.Event | None = None,
-        sustained: Sequence[tuple[Case, SustainedSpec]] = ()) -> RunStats:
+        sustained: Sequence[tuple[Case, SustainedSpec]] = (),
+        fidelity: FidelitySpec | None = None,
+        references: Mapping[str, Any] | None = None) -> RunStats:
     """Run every device in parallel (one thread each); return the combined stats.
 
     A bug in one device's worker is logged and recorded in the stats; the other devices go
@@ -601,7 +632,8 @@ def run(targets: Sequence[DeviceTarget], planned: Sequence[PlannedCase],
     on_event(Event(kind="run_started", total=total, message=run_id))
     start = time.monotonic()
     workers = [DeviceWorker(t, run_id=run_id, store=store, params=params, delegates=delegates,
-                            variants=variants, progress=progress, stop=stop) for t in targets]
+                            variants=variants, progress=progress, stop=stop, fidelity=fidelity,
+                            references=references) for t in targets]
     stats = RunStats()
     try:
         with ThreadPoolExecutor(max_workers=max(1, len(workers)),

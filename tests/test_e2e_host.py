@@ -33,7 +33,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_models: TinyModels 
         "repeats": 3,
         "run": {"warmup_runs": 1, "warmup_min_secs": 0, "num_runs": 5, "min_secs": 0,
                 "max_secs": 5, "timeout_s": 60},
+        "sampler": {"hz": 20},
         "calibration": {"random": True, "num_samples": 4},
+        "fidelity": {"num_inputs": 2, "tolerances": {"int8": {"min_cosine": 0.9}}},
     }
     (root / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     (root / "devices.yaml").write_text("schema_version: 1\nhost: only\n")
@@ -129,3 +131,27 @@ def test_user_errors_are_one_line(workspace: dict[str, Path], tmp_path: Path) ->
     assert "Traceback" not in r.output
     r = cli(workspace, "report", "nope")
     assert r.exit_code == 1 and "no run 'nope'" in r.output
+
+
+def test_host_run_checks_fidelity_and_reads_process_memory(workspace: dict[str, Path],
+                                                            first_run: dict) -> None:
+    """Every variant x delegate that runs got a fidelity row against the host fp32 reference,
+    and memory is recorded: the tool's own peak footprint on every sample, and the process's
+    VmHWM from /proc wherever the sampler caught it running (samples over a second)."""
+    from farm.store import Store
+
+    with Store(workspace["db"]) as store:
+        rows = store.fidelity(first_run["run_id"])
+        df = store.load_samples(first_run["run_id"])
+    got = {(r["model"], r["quantization"], r["delegate"]): r for r in rows}
+    assert set(got) == {("tiny", q, d) for q in ("fp32", "int8") for d in ("cpu", "xnnpack")}
+    fp32 = got[("tiny", "fp32", "cpu")]
+    assert fp32["status"] == "ok" and fp32["within_tolerance"] == 1
+    assert fp32["max_abs_error"] < 1e-5 and fp32["cosine_min"] > 0.9999
+    int8 = got[("tiny", "int8", "cpu")]
+    assert int8["status"] == "ok" and 0 < int8["max_abs_error"] and int8["n_inputs"] == 2
+    ok = df[(df["status"] == "ok") & (df["phase"] == "measure")]
+    assert (ok["peak_mem_mb"] > 1).all()
+    caught = ok[ok["sampler_points"] > 0]
+    assert len(caught) and caught["vmhwm_mb"].notna().all()
+    assert (caught["vmhwm_mb"].astype(float) >= caught["vmrss_max_mb"].astype(float)).all()

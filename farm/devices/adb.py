@@ -254,6 +254,9 @@ class AdbDevice:
 
         check_remote_path(remote)
         try:
+            # adbutils' pull of a missing file quietly makes an empty local directory
+            if self._dev.sync.stat(remote).mode == 0:
+                raise DeviceError(self.serial, f"pull {remote}", "No such file or directory")
             self._dev.sync.pull(remote, Path(local))
         except (AdbError, OSError) as e:
             raise DeviceError(self.serial, f"pull {remote}", str(e) or type(e).__name__
