@@ -304,7 +304,8 @@ def run_plan(p: Plan, *, db: Path = DEFAULT_DB, out_dir: Path = DEFAULT_REPORTS,
                 stats = runner.run(targets, planned, order, run_id=run_id, store=store,
                                    params=sweep.params, delegates=p.delegates, variants=vmap,
                                    on_event=on_event, stop=stop, sustained=sustained,
-                                   fidelity=sweep.fidelity, references=references)
+                                   fidelity=sweep.fidelity, references=references,
+                                   adaptive=sweep.adaptive, seed=sweep.seed)
         except KeyboardInterrupt:
             store.update_run(run_id, status="interrupted", ended_at=_now())
             raise

@@ -24,7 +24,15 @@ from farm import probes
 from farm.benchmark_model import build_argv, parse_output
 from farm.devices import Device, DeviceInfo, ShellResult
 from farm.errors import BenchmarkError, DeviceError
-from farm.models import Case, DelegateSpec, FidelitySpec, ModelVariant, RunParams, SustainedSpec
+from farm.models import (
+    AdaptiveSpec,
+    Case,
+    DelegateSpec,
+    FidelitySpec,
+    ModelVariant,
+    RunParams,
+    SustainedSpec,
+)
 from farm.plan import PlannedCase
 from farm.sampler import Sampler, SeriesSummary, summarize
 from farm.store import SampleRecord, Store, now_iso
@@ -109,6 +117,11 @@ class _Progress:
         self.started = time.monotonic()
         self.lock = threading.Lock()
         self.on_event = on_event
+
+    def add(self, n: int) -> None:
+        """More work than planned (adaptive rounds)."""
+        with self.lock:
+            self.total += n
 
     def tick(self) -> tuple[int, float | None]:
         with self.lock:
@@ -199,7 +212,8 @@ class DeviceWorker:
                  stop: threading.Event, sleep: Callable[[float], None] = time.sleep,
                  monotonic: Callable[[], float] = time.monotonic,
                  fidelity: FidelitySpec | None = None,
-                 references: Mapping[str, Any] | None = None) -> None:
+                 references: Mapping[str, Any] | None = None,
+                 adaptive: AdaptiveSpec | None = None, seed: int = 0) -> None:
         self.t = target
         self.run_id = run_id
         self.store = store
@@ -212,6 +226,9 @@ class DeviceWorker:
         self.monotonic = monotonic
         self.fidelity = fidelity or FidelitySpec()
         self.references = references or {}
+        self.adaptive = adaptive or AdaptiveSpec()
+        self.seed = seed
+        self.rounds_run: dict[str, int] = {}
         self.stats = RunStats()
         self.remote_models: dict[str, str] = {}
         self.binary_argv: tuple[str, ...] = ()
@@ -487,6 +504,8 @@ class DeviceWorker:
             if self.fidelity.enabled:
                 self.check_fidelity(runnable)
             quarantine = self._run_measure(todo)
+            if not quarantine and self.adaptive.max_repeats:
+                quarantine = self.run_adaptive(runnable)
             if quarantine:
                 self._abandon_sustained(sus, done, quarantine)
             else:
@@ -498,6 +517,59 @@ class DeviceWorker:
         finally:
             self.release()
         return self.stats
+
+    def undecided(self, cases: Sequence[Case]) -> list[Case]:
+        """Cases whose speedup over their baseline quantization is still unresolved (both
+        sides of each such pair), and that have rounds left in the budget."""
+        from farm.analysis import needs_more_samples
+
+        spec = self.adaptive
+        lat = self.store.round_latencies(self.run_id, self.serial)
+        base_of = {(c.model, c.delegate, c.threads): c for c in cases
+                   if c.quantization == spec.baseline}
+        out: dict[str, Case] = {}
+        for c in cases:
+            b = base_of.get((c.model, c.delegate, c.threads))
+            if b is None or c.quantization == spec.baseline:
+                continue
+            rounds = sorted(set(lat.get(c.case_id, {})) | set(lat.get(b.case_id, {})))
+            if max(self.rounds_run.get(c.case_id, 0),
+                   self.rounds_run.get(b.case_id, 0)) >= spec.max_repeats:
+                continue
+            bl = [lat.get(b.case_id, {}).get(r, math.nan) for r in rounds]
+            vl = [lat.get(c.case_id, {}).get(r, math.nan) for r in rounds]
+            if needs_more_samples(bl, vl, spec.level, max_pairs=spec.max_repeats):
+                out[c.case_id] = c
+                out[b.case_id] = b
+        return sorted(out.values(), key=lambda c: c.case_id)
+
+    def run_adaptive(self, cases: Sequence[Case]) -> str:
+        """Adaptive repeats: add interleaved rounds of the unresolved pairs until each pair's
+        CI excludes 1 or reaches adaptive.max_repeats rounds. Returns a quarantine reason."""
+        import random
+
+        done_rounds = self.store.done_keys(self.run_id)
+        for c in cases:
+            self.rounds_run[c.case_id] = sum(1 for cid, _ in done_rounds if cid == c.case_id)
+        rnd = max((r for cid, r in done_rounds if any(c.case_id == cid for c in cases)),
+                  default=-1) + 1
+        while not self.stop.is_set():
+            more = self.undecided(cases)
+            if not more:
+                return ""
+            order = list(more)
+            random.Random(self.seed * 1_000_003 + rnd).shuffle(order)
+            self.progress.add(len(order))
+            self.emit(kind="gate", message=f"adaptive round {rnd + 1}: {len(order)} cases "
+                                           "still undecided")
+            quarantine = self._run_measure([(rnd, pos, c) for pos, c in enumerate(order)])
+            for c in order:
+                self.rounds_run[c.case_id] = self.rounds_run.get(c.case_id, 0) + 1
+            if quarantine:
+                return quarantine
+            rnd += 1
+        self.stats.interrupted = True
+        return ""
 
     def check_fidelity(self, cases: Sequence[Case]) -> None:
         """Output fidelity of every variant x delegate (farm.fidelity), once per run: cases
@@ -615,7 +687,8 @@ def run(targets: Sequence[DeviceTarget], planned: Sequence[PlannedCase],
         stop: threading.Event | None = None,
         sustained: Sequence[tuple[Case, SustainedSpec]] = (),
         fidelity: FidelitySpec | None = None,
-        references: Mapping[str, Any] | None = None) -> RunStats:
+        references: Mapping[str, Any] | None = None,
+        adaptive: AdaptiveSpec | None = None, seed: int = 0) -> RunStats:
     """Run every device in parallel (one thread each); return the combined stats.
 
     A bug in one device's worker is logged and recorded in the stats; the other devices go
@@ -633,7 +706,8 @@ def run(targets: Sequence[DeviceTarget], planned: Sequence[PlannedCase],
     start = time.monotonic()
     workers = [DeviceWorker(t, run_id=run_id, store=store, params=params, delegates=delegates,
                             variants=variants, progress=progress, stop=stop, fidelity=fidelity,
-                            references=references) for t in targets]
+                            references=references, adaptive=adaptive, seed=seed)
+               for t in targets]
     stats = RunStats()
     try:
         with ThreadPoolExecutor(max_workers=max(1, len(workers)),
@@ -671,6 +745,7 @@ def run(targets: Sequence[DeviceTarget], planned: Sequence[PlannedCase],
             stats.errors.extend(s.errors)
             stats.interrupted = stats.interrupted or s.interrupted
         stats.wall_s = time.monotonic() - start
+    total = progress.total  # adaptive rounds may have added work
     on_event(Event(kind="run_finished", total=total, index=total,
                    message=f"{stats.samples_ok} ok, {stats.samples_failed} failed, "
                            f"{stats.samples_skipped} skipped"))

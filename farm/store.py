@@ -383,6 +383,19 @@ class Store:
             return pd.read_sql_query("SELECT * FROM variants WHERE run_id=? ORDER BY model, "
                                      "quantization", self._conn, params=(run_id,))
 
+    def round_latencies(self, run_id: str, device: str) -> dict[str, dict[int, float]]:
+        """{case_id: {round: avg_us}} of a device's usable interleaved samples (ok, untainted,
+        phase measure): what adaptive repeats decide on."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT case_id, round, avg_us FROM samples WHERE run_id=? AND device=? AND "
+                "status='ok' AND COALESCE(tainted, 0)=0 AND COALESCE(phase, 'measure')="
+                "'measure' AND avg_us IS NOT NULL", (run_id, device)).fetchall()
+        out: dict[str, dict[int, float]] = {}
+        for case_id, rnd, avg in rows:
+            out.setdefault(case_id, {})[int(rnd)] = float(avg)
+        return out
+
     def load_samples(self, run_id: str | None = None, *, raw: bool = False) -> pd.DataFrame:
         """Samples (one row each) with the device label, tier and simulated flag joined in."""
         import pandas as pd
