@@ -147,6 +147,12 @@ def run(ctx: click.Context, matrix: Path, device_patterns: tuple[str, ...],
             raise click.ClickException("interrupted; finished samples are stored — continue "
                                        "with `farm run --resume last --matrix ...`") from None
     s = result.stats
+    if not as_json:
+        click.echo(f"run {result.run_id}: {s.samples_ok} ok, {s.samples_failed} failed, "
+                   f"{s.samples_skipped} skipped on {len(result.devices)} device(s) "
+                   f"in {s.wall_s:.0f} s")
+        if result.report:
+            click.echo(f"report: {result.report}")
     gate = None
     if baseline is not None:
         gate = _run_gate(_db(ctx, db), result.run_id, baseline, threshold_pct=threshold_pct,
@@ -160,12 +166,6 @@ def run(ctx: click.Context, matrix: Path, device_patterns: tuple[str, ...],
                                "skipped": s.samples_skipped, "bytes_pushed": s.bytes_pushed,
                                "wall_s": round(s.wall_s, 3),
                                **({"compare": gate[0]} if gate else {})}))
-    else:
-        click.echo(f"run {result.run_id}: {s.samples_ok} ok, {s.samples_failed} failed, "
-                   f"{s.samples_skipped} skipped on {len(result.devices)} device(s) "
-                   f"in {s.wall_s:.0f} s")
-        if result.report:
-            click.echo(f"report: {result.report}")
     if gate and gate[1]:
         ctx.exit(1)
 

@@ -261,14 +261,6 @@ def _compare_case(key: tuple[Any, ...], base: pd.DataFrame | None, new: pd.DataF
     head.update(n_base=len(b_vals), n_new=len(n_vals),
                 base_median_us=float(np.median(b_vals)) if len(b_vals) else math.nan,
                 new_median_us=float(np.median(n_vals)) if len(n_vals) else math.nan)
-    b_cov, b_detail = analysis.delegation_coverage(base)
-    n_cov, n_detail = analysis.delegation_coverage(new)
-    b_ok = b_cov in analysis.COMPARABLE_COVERAGES
-    n_ok = n_cov in analysis.COMPARABLE_COVERAGES
-    delegate = head["delegate"]
-    if b_ok and len(b_vals) and not n_ok and n_cov != analysis.COVERAGE_UNKNOWN:
-        return CaseChange(**head, status=BROKEN,
-                          reason=f"{delegate} delegate {b_cov} in the base, {n_detail} now")
     if len(b_vals) and not len(n_vals):
         errors = sorted({str(e) for e in new["error"] if str(e)})
         failed = int((new["status"] == "failed").sum())
@@ -278,9 +270,26 @@ def _compare_case(key: tuple[Any, ...], base: pd.DataFrame | None, new: pd.DataF
                               + (f": {errors[0]}" if errors else ""))
         return CaseChange(**head, status=NOT_COMPARABLE,
                           reason="no usable sample in the new run (skipped or tainted)")
-    if not b_ok or not n_ok:
+    # Night to night, a configuration is compared with itself: a partially delegated case is
+    # comparable with the same partial delegation. Less delegation than in the base is a
+    # breakage (a silent CPU fallback); more makes the latencies incomparable.
+    b_cov, b_detail = analysis.delegation_coverage(base)
+    n_cov, n_detail = analysis.delegation_coverage(new)
+    b_rank, n_rank = _COVERAGE_RANK.get(b_cov), _COVERAGE_RANK.get(n_cov)
+    delegate = head["delegate"]
+    if b_rank is None or n_rank is None:
         return CaseChange(**head, status=NOT_COMPARABLE,
-                          reason=f"{delegate} delegate: base {b_detail}, new {n_detail}")
+                          reason=f"{delegate} delegation unknown: base {b_detail}, new {n_detail}")
+    b_nodes, n_nodes = _nodes(base), _nodes(new)
+    fewer = (b_rank == n_rank == 1 and n_nodes < b_nodes)
+    more = (b_rank == n_rank == 1 and n_nodes > b_nodes)
+    if len(b_vals) and (n_rank < b_rank or fewer):
+        return CaseChange(**head, status=BROKEN,
+                          reason=f"{delegate} delegation {b_detail} in the base, {n_detail} now")
+    if n_rank > b_rank or more:
+        return CaseChange(**head, status=NOT_COMPARABLE,
+                          reason=f"{delegate} delegation changed from {b_detail} to {n_detail}: "
+                          "latencies of different graphs")
     if len(b_vals) < 2 or len(n_vals) < 2:
         return CaseChange(**head, status=NOT_COMPARABLE,
                           reason=f"{len(b_vals)} vs {len(n_vals)} usable samples; at least 2 "
@@ -308,6 +317,16 @@ def _compare_case(key: tuple[Any, ...], base: pd.DataFrame | None, new: pd.DataF
         why = (f"{change:+.1f} %, not significant ({ci.level:.0%} CI of the ratio "
                f"[{ci.low:.3f}, {ci.high:.3f}] includes 1)")
     return CaseChange(**head, status=UNCHANGED, reason=why)
+
+
+_COVERAGE_RANK = {analysis.COVERAGE_FULL: 2, analysis.COVERAGE_NONE_REQUESTED: 2,
+                  analysis.COVERAGE_PARTIAL: 1, analysis.COVERAGE_NOT_APPLIED: 0}
+
+
+def _nodes(group: pd.DataFrame) -> float:
+    """Median delegated node count (-1 when unknown, so unknown never looks like a change)."""
+    values = pd.to_numeric(group["delegated_nodes"], errors="coerce").dropna()
+    return float(values.median()) if len(values) else -1.0
 
 
 def _values(group: pd.DataFrame, include_tainted: bool) -> np.ndarray:

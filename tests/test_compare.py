@@ -285,3 +285,21 @@ def test_store_previous_run_skips_unfinished_runs(db: Path) -> None:
         assert store.previous_run(runs[0]) is None
     assert compare.baseline_for(db, runs[2], "last") == runs[0]
     assert compare.baseline_for(db, runs[2], runs[1][:17]) == runs[1]
+
+
+def _delegated(run: str, nodes: int, delegation: str, factor: float = 1.0) -> pd.DataFrame:
+    return pd.DataFrame([{"run_id": run, "device": "d", "model": "m", "quantization": "int8",
+                          "delegate": "gpu", "threads": 1, "status": "ok", "round": r,
+                          "inference_avg_us": factor * (1000.0 + r), "delegation": delegation,
+                          "delegated_nodes": nodes, "total_nodes": 10} for r in range(5)])
+
+
+def test_partial_delegation_is_compared_with_itself_night_to_night() -> None:
+    base = _delegated("a", 8, "partial")
+    same = compare.compare(base, _delegated("b", 8, "partial", 1.5)).cases[0]
+    assert same.status == compare.REGRESSION  # same graph split: a real slowdown
+    fewer = compare.compare(base, _delegated("b", 6, "partial")).cases[0]
+    assert fewer.status == compare.BROKEN
+    assert "partial (8/10 nodes) in the base, partial (6/10 nodes) now" in fewer.reason
+    more = compare.compare(base, _delegated("b", 10, "full")).cases[0]
+    assert more.status == compare.NOT_COMPARABLE and "changed from partial" in more.reason
