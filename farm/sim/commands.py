@@ -63,7 +63,8 @@ def _parse_opts(ctx: Ctx, argv: list[str], flags: str, with_arg: str = "") -> tu
         if a == "--":
             rest.extend(argv[i + 1:])
             break
-        if a.startswith("-") and len(a) > 1 and not rest and not a[1:].isdigit():
+        numeric = a[1:].isdigit() and not all(c in flags for c in a[1:])  # e.g. head -5
+        if a.startswith("-") and len(a) > 1 and not rest and not numeric:
             j = 1
             while j < len(a):
                 c = a[j]
@@ -991,19 +992,74 @@ def t_chmod(ctx: Ctx) -> int:
 
 
 def t_touch(ctx: Ctx) -> int:
-    """touch FILE..."""
+    """toybox touch [-c] [-d DATE | -t TIME] FILE...: -c never creates; -d takes @EPOCH or
+    'YYYY-MM-DD[ T]hh:mm[:ss]', -t [[CC]YY]MMDDhhmm[.ss] (UTC here)."""
     fs = ctx.phone.fs
+    args = ctx.argv[1:]
+    create, when, files = True, None, []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in ("-d", "-t") and i + 1 < len(args):
+            when = _touch_time(a, args[i + 1])
+            if when is None:
+                ctx.error(f"bad '{args[i + 1]}'")
+                return 1
+            i += 2
+            continue
+        if a.startswith("-") and len(a) > 1 and a != "--":
+            if "c" in a:
+                create = False
+            i += 1
+            continue
+        files.append(a)
+        i += 1
+    if not files:
+        ctx.error("Needs 1 argument")
+        return 1
     status = 0
-    for p in [a for a in ctx.argv[1:] if not a.startswith("-")]:
+    for p in files:
         try:
             if fs.exists(p, ctx.cwd):
-                fs.touch_mtime(p, ctx.cwd)
-            else:
+                fs.touch_mtime(p, ctx.cwd, when)
+            elif create:
                 fs.open_write(p, ctx.cwd, append=True).close()
+                if when is not None:
+                    fs.touch_mtime(p, ctx.cwd, when)
         except OSError as e:
             ctx.error(f"'{p}': {_err_text(e)}")
             status = 1
     return status
+
+
+def _touch_time(flag: str, text: str) -> float | None:
+    import calendar
+    import time as _time
+
+    if flag == "-d":
+        if text.startswith("@"):
+            try:
+                return float(text[1:])
+            except ValueError:
+                return None
+        for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M",
+                    "%Y-%m-%dT%H:%M", "%Y-%m-%d"):
+            try:
+                return float(calendar.timegm(_time.strptime(text, fmt)))
+            except ValueError:
+                continue
+        return None
+    m = re.fullmatch(r"(\d{2,4})?(\d{2})(\d{2})(\d{2})(\d{2})(?:\.(\d{2}))?", text)
+    if not m or (m.group(1) and len(m.group(1)) not in (2, 4)):
+        return None
+    year = _time.gmtime().tm_year
+    if m.group(1):
+        year = int(m.group(1)) + (2000 if len(m.group(1)) == 2 else 0)
+    try:
+        return float(calendar.timegm((year, int(m.group(2)), int(m.group(3)), int(m.group(4)),
+                                      int(m.group(5)), int(m.group(6) or 0), 0, 0, 0)))
+    except (ValueError, OverflowError):
+        return None
 
 
 def _copy_file(ctx: Ctx, src: str, dst: str) -> None:
