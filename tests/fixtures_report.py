@@ -7,8 +7,11 @@ the tests know which configuration should come out fastest without reading the c
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,9 @@ import pandas as pd
 
 from farm.devices import CpuCluster, DeviceInfo
 from farm.report import ReportData
+from farm.sim.profiles import load_profile, thread_speed
+from farm.sim.thermal import Load, ManualClock, ThermalModel
+from farm.store import ENV_COLUMNS, PARSED_COLUMNS, SampleRecord, Store
 
 SAMPLE_COLUMNS: tuple[str, ...] = (
     "run_id", "sample_id", "case_id", "device", "device_label", "simulated", "tier", "model",
@@ -29,6 +35,9 @@ SAMPLE_COLUMNS: tuple[str, ...] = (
     "variant_sha256", "variant_size_bytes", "binary_sha256", "temp_before_c", "temp_after_c",
     "temp_max_c", "thermal_status_before", "thermal_status_after", "battery_level", "charging",
     "freq_cap_ratio", "cooldown_wait_s", "started_at", "ended_at", "duration_s",
+    # schema v2
+    "phase", "window_offset_s", "thermal_status_max", "charging_before", "charging_after",
+    "vmhwm_mb", "vmrss_max_mb", "sampler_points", "sampler_cost_s", "battery_temp_c",
 )
 
 EVIL = "<script>alert(1)</script>"
@@ -118,7 +127,7 @@ def make_samples(
                     case_id=f"{info.serial}:{model}:{quant}:{delegate}:{nthreads}",
                     device=info.serial, device_label=label, simulated=info.simulated, tier=tier,
                     model=model, quantization=quant, delegate=delegate, threads=nthreads,
-                    repeat=repeats, round=rnd, position=position, status="ok", error="",
+                    repeat=rnd, round=rnd, position=position, status="ok", error="",
                     flags="", tainted=False, cpu_mask="f0", success=True, format="2.x",
                     variant_sha256=f"sha-{model}-{quant}",
                     variant_size_bytes=int(MODEL_BASE_US[model] * 700
@@ -138,7 +147,8 @@ def make_samples(
                     row.update(_measurement(latency, model, quant, delegate, applied, rng))
                     if rnd == tainted_rounds.get(info.serial):
                         row.update(flags=_join(row["flags"], "throttled"), tainted=True,
-                                   thermal_status_after=2, temp_after_c=48.0)
+                                   thermal_status_after=2, temp_after_c=48.0,
+                                   thermal_status_max=2, freq_cap_ratio=0.7)
                 rows.append(row)
     return pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
 
@@ -194,7 +204,7 @@ def empty_samples() -> pd.DataFrame:
 def _blank_row() -> dict[str, Any]:
     return dict.fromkeys(SAMPLE_COLUMNS, math.nan) | {
         "error": "", "flags": "", "delegate_applied": "", "delegation": "", "cpu_mask": "",
-        "format": "", "default_xnnpack": False,
+        "format": "", "default_xnnpack": False, "phase": "measure",
     }
 
 
@@ -219,7 +229,12 @@ def _measurement(latency: float, model: str, quant: str, delegate: str, applied:
         "temp_before_c": 31.0, "temp_after_c": 34.0, "temp_max_c": 34.5,
         "thermal_status_before": 0, "thermal_status_after": 0, "battery_level": 80,
         "charging": False, "freq_cap_ratio": 1.0, "cooldown_wait_s": 2.0,
+        "thermal_status_max": 0, "charging_before": "discharging",
+        "charging_after": "discharging", "battery_temp_c": 29.0,
+        "sampler_points": 30, "sampler_cost_s": 0.3,
     }
+    out["vmhwm_mb"] = out["peak_mem_mb"] + 6.0
+    out["vmrss_max_mb"] = out["peak_mem_mb"] + 4.0
     provider = {"xnnpack": "XNNPACK", "gpu": "GPU"}.get(delegate, "")
     if not provider:
         return out
@@ -230,3 +245,325 @@ def _measurement(latency: float, model: str, quant: str, delegate: str, applied:
         out.update(delegate_applied="", delegation="none", delegate_kernels=0,
                    delegated_nodes=0, partitions=0, flags="delegate_not_applied")
     return out
+
+
+# --- schema v2: sustained windows, fidelity, history, scale ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ThermalTrace:
+    """Sustained windows computed from the simulator's thermal model, with the fine-step truth.
+
+    windows: one dict per window (offset_s, latency_us, temps, statuses, freq_cap_ratio, the
+    sampler `points`); steps: (t_s, latency_us) every `step_s`, the continuous truth.
+    """
+
+    windows: tuple[dict[str, Any], ...]
+    steps: tuple[tuple[float, float], ...]
+
+    def series(self, first_sample_id: int = 100_000) -> dict[int, dict[str, Any]]:
+        """sample_id -> env_json["series"], numbered as sustained_frame numbers the windows."""
+        return {first_sample_id + w["window"]: {"points": w["points"]} for w in self.windows}
+
+    def truth_onset_s(self, threshold: float) -> float | None:
+        """The first instant the latency exceeds the cool latency by more than `threshold`."""
+        peak = self.steps[0][1]
+        return next((t for t, lat in self.steps if lat > peak * (1.0 + threshold)), None)
+
+
+def thermal_windows(profile: str = "flagship", *, threads: int | None = None,
+                    duration_s: float = 120.0, window_s: float = 5.0, base_us: float = 10_000.0,
+                    step_s: float = 0.5, start_temp_c: float | None = None) -> ThermalTrace:
+    """Back-to-back windows of a workload keeping `threads` of the fastest cores busy (all when
+    None) on a simulated profile. Latency scales as the simulator's performance model does
+    (`thread_speed` under the thermal cap).
+    """
+    prof = load_profile(profile)
+    clock = ManualClock()
+    model = ThermalModel(prof, clock, start_temp_c=start_temp_c)
+    n = prof.cpu.cpu_count if threads is None else threads
+    speeds = sorted(range(prof.cpu.cpu_count),
+                    key=lambda c: -prof.cpu.cluster_of(c).rel_speed
+                    * prof.cpu.cluster_of(c).max_freq_khz)
+    model.add_load(Load(cpus=tuple(speeds[:n])))
+    cool_speed = thread_speed(prof.cpu, n)
+    firsts = [c.cpus[0] for c in prof.cpu.clusters]
+    steps: list[tuple[float, float]] = []
+    windows: list[dict[str, Any]] = []
+    per_window = max(1, round(window_s / step_s))
+    for w in range(int(duration_s // window_s)):
+        snap = model.snapshot()
+        start = {"t": snap.t_s, "temp": snap.soc_c, "status": snap.status}
+        lats, temps, statuses, caps, points = [], [], [], [], []
+        for i in range(per_window):
+            snap = model.snapshot()
+            lat = base_us * cool_speed / thread_speed(prof.cpu, n, cap=snap.cap_fraction)
+            steps.append((round(snap.t_s, 6), lat))
+            lats.append(lat)
+            temps.append(snap.soc_c)
+            statuses.append(snap.status)
+            caps.append(snap.cap_fraction)
+            if i % max(1, round(1.0 / step_s)) == 0:  # the sampler's 1 Hz points
+                points.append({
+                    "t_s": round(snap.t_s - start["t"], 6),
+                    "temps_c": {z: round(t, 3) for z, _, t in snap.zones},
+                    "thermal_status": snap.status,
+                    "cur_freq_khz": [model.scaling_cur_freq_khz(c) for c in firsts],
+                    "max_freq_khz": [prof.cpu.cluster_of(c).max_freq_khz for c in firsts],
+                })
+            clock.advance(step_s)
+        end = model.snapshot()
+        windows.append({
+            "window": w, "offset_s": round(start["t"], 6), "latency_us": float(np.mean(lats)),
+            "temp_before_c": start["temp"], "temp_after_c": end.soc_c,
+            "temp_max_c": max(temps + [end.soc_c]), "thermal_status_before": start["status"],
+            "thermal_status_after": end.status, "thermal_status_max": max(statuses),
+            "freq_cap_ratio": min(caps), "duration_s": window_s, "points": points,
+        })
+    return ThermalTrace(tuple(windows), tuple(steps))
+
+
+def sustained_frame(trace: ThermalTrace, *, info: DeviceInfo = REAL_DEVICE, tier: str = "high",
+                    model: str = "mobilenet", quantization: str = "fp32",
+                    delegate: str = "xnnpack", threads: int = 4, first_sample_id: int = 100_000,
+                    run_id: str = "20260101-000000-abcd",
+                    failed_windows: Sequence[int] = ()) -> pd.DataFrame:
+    """The sustained rows of one device x configuration, shaped like the store's samples."""
+    rows = []
+    for w in trace.windows:
+        row = _blank_row()
+        failed = w["window"] in failed_windows
+        row.update(
+            run_id=run_id, sample_id=first_sample_id + w["window"],
+            case_id=f"sustained:{info.serial}:{model}:{quantization}:{delegate}:{threads}",
+            device=info.serial, device_label=info.label, simulated=info.simulated, tier=tier,
+            model=model, quantization=quantization, delegate=delegate, threads=threads,
+            repeat=w["window"], round=0, position=0, phase="sustained",
+            window_offset_s=w["offset_s"], status="failed" if failed else "ok",
+            error="Benchmarking failed." if failed else "", success=not failed,
+            tainted=False, flags="throttled" if w["thermal_status_max"] >= 1 else "",
+            duration_s=w["duration_s"], sampler_points=len(w["points"]),
+            sampler_cost_s=0.01 * len(w["points"]),
+            **{k: w[k] for k in ("temp_before_c", "temp_after_c", "temp_max_c",
+                                 "thermal_status_before", "thermal_status_after",
+                                 "thermal_status_max", "freq_cap_ratio")},
+        )
+        if not failed:
+            lat = w["latency_us"]
+            row.update(avg_us=lat, inference_avg_us=lat, median_us=lat, count=100,
+                       peak_mem_mb=41.0, vmhwm_mb=47.0, vmrss_max_mb=45.0)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
+
+
+def sustained_sweep_json(*, duration_s: float = 120.0, window_s: float = 5.0,
+                         onset_threshold: float = 0.10, tail_windows: int = 3) -> str:
+    """A sweep_json whose one sustained rule matches every case."""
+    return json.dumps({"sustained": [{
+        "match": {}, "duration_s": duration_s, "window_s": window_s,
+        "onset_threshold": onset_threshold, "tail_windows": tail_windows}],
+        "cooldown_mode": "closed_loop", "cooldown_delta_c": 3.0, "cooldown_timeout_s": 120.0})
+
+
+def make_fidelity(samples: pd.DataFrame, *,
+                  wrong: Sequence[tuple[str, str, str, str, int]] = (
+                      (REAL_DEVICE.serial, "tiny", "int8", "xnnpack", 4),),
+                  run_id: str = "20260101-000000-abcd") -> pd.DataFrame:
+    """Fidelity rows (the store's table) for every measured case; `wrong` keys are outside
+    tolerance (device, model, quantization, delegate, threads)."""
+    keys = samples.loc[samples["phase"].fillna("measure") == "measure",
+                       ["device", "model", "quantization", "delegate", "threads"]]
+    rows = []
+    for device, model, quant, delegate, threads in keys.drop_duplicates().itertuples(
+            index=False):
+        bad = (device, model, quant, delegate, int(threads)) in set(wrong)
+        exact = quant == "fp32"
+        rows.append({
+            "run_id": run_id, "device": device, "model": model, "quantization": quant,
+            "delegate": delegate, "threads": int(threads), "variant_sha256": f"sha-{model}-{quant}",
+            "status": "ok", "error": "", "n_inputs": 4,
+            "max_abs_error": 0.0 if exact else (0.9 if bad else 0.02),
+            "mean_abs_error": 0.0 if exact else (0.3 if bad else 0.004),
+            "cosine_min": 1.0 if exact else (0.61 if bad else 0.998),
+            "cosine_mean": 1.0 if exact else (0.7 if bad else 0.999),
+            "top1_agreement": 1.0 if not bad else 0.25,
+            "top5_agreement": 1.0 if not bad else 0.5,
+            "within_tolerance": 0 if bad else 1,
+            "tolerance_json": json.dumps({"min_cosine": 0.99}), "details_json": "{}",
+            "created_at": "2026-01-01T00:11:00"})
+    return pd.DataFrame(rows)
+
+
+def make_history(runs: int = 4, *, regress_last: float = 1.0, seed: int = 7,
+                 **kwargs: Any) -> pd.DataFrame:
+    """Samples of `runs` nights of the same sweep (one run a day from 2025-12-01); the newest
+    night's latencies are multiplied by `regress_last` (an injected regression)."""
+    frames = []
+    for i in range(runs):
+        day = date(2025, 12, 1) + timedelta(days=i)
+        run_id = f"{day:%Y%m%d}-000000-hist"
+        frame = make_samples(seed=seed + i, run_id=run_id, **kwargs)
+        frame["started_at"] = f"{day.isoformat()}T00:00:00"
+        if i == runs - 1 and regress_last != 1.0:
+            for col in ("avg_us", "inference_avg_us", "median_us"):
+                frame[col] = frame[col] * regress_last
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def make_scale_samples(n_samples: int = 100_000, *, n_devices: int = 8,
+                       models: Sequence[str] = ("mobilenet", "tiny"),
+                       quantizations: Sequence[str] = ("fp32", "fp16", "dynamic", "int8"),
+                       delegates: Sequence[str] = ("xnnpack", "cpu"),
+                       threads: Sequence[int] = (1, 4), tainted_fraction: float = 0.03,
+                       failed_fraction: float = 0.01, seed: int = 0,
+                       run_id: str = "20260101-000000-scale") -> pd.DataFrame:
+    """A large measure-phase samples frame, built column-wise (seconds, not minutes, at 100k):
+    n_devices x models x quantizations x delegates x threads cases, repeats to reach n_samples,
+    some tainted (throttled) and some failed samples. Latencies follow the make_samples model."""
+    rng = np.random.default_rng(seed)
+    cases = [(d, m, q, g, t) for d in range(n_devices) for m in models for q in quantizations
+             for g in delegates for t in threads]
+    repeats = max(1, -(-n_samples // len(cases)))
+    idx = np.repeat(np.arange(len(cases)), repeats)[:n_samples]
+    rnd = np.tile(np.arange(1, repeats + 1), len(cases))[:n_samples]
+    dev = np.array([c[0] for c in cases])[idx]
+    model = np.array([c[1] for c in cases], dtype=object)[idx]
+    quant = np.array([c[2] for c in cases], dtype=object)[idx]
+    deleg = np.array([c[3] for c in cases], dtype=object)[idx]
+    thr = np.array([c[4] for c in cases])[idx]
+    base = np.array([MODEL_BASE_US[c[1]] * (1 + 0.15 * c[0])
+                     * QUANT_FACTOR[c[3]][c[2] if c[2] in QUANT_FACTOR[c[3]] else "fp32"]
+                     * THREAD_FACTOR[c[4]] for c in cases])[idx]
+    lat = base * rng.lognormal(0.0, 0.03, n_samples)
+    n = n_samples
+    tainted = rng.random(n) < tainted_fraction
+    failed = rng.random(n) < failed_fraction
+    serial = np.array([f"scale-{d:02d}" for d in range(n_devices)], dtype=object)[dev]
+    frame = pd.DataFrame({
+        "run_id": run_id, "sample_id": np.arange(1, n + 1), "device": serial,
+        "device_label": np.array([f"Scale phone {d}" for d in range(n_devices)],
+                                 dtype=object)[dev],
+        "simulated": True, "tier": np.array(["high", "mid", "low"], dtype=object)[dev % 3],
+        "model": model, "quantization": quant, "delegate": deleg, "threads": thr,
+        "repeat": rnd, "round": rnd, "position": 0,
+        "status": np.where(failed, "failed", "ok"),
+        "error": np.where(failed, "Benchmarking failed.", ""),
+        "flags": np.where(tainted & ~failed, "throttled", ""), "tainted": tainted & ~failed,
+        "cpu_mask": "", "success": ~failed, "format": "2.x",
+        "case_id": pd.Series(serial).str.cat([pd.Series(model), pd.Series(quant),
+                                              pd.Series(deleg), pd.Series(thr).astype(str)],
+                                             sep=":").to_numpy(),
+    })
+    ok_lat = np.where(failed, np.nan, lat)
+    for col, factor in (("inference_avg_us", 1.0), ("avg_us", 1.0), ("median_us", 1.0),
+                        ("min_us", 0.9), ("max_us", 1.3), ("std_us", 0.05), ("p5_us", 0.92),
+                        ("p95_us", 1.2), ("first_us", 1.4), ("curr_us", 1.0),
+                        ("init_us", 3.0), ("first_inference_us", 1.6), ("warmup_avg_us", 1.1)):
+        frame[col] = ok_lat * factor
+    frame["count"] = 50
+    frame["warmup_count"] = 3
+    mem = 40.0 + 2.0 * rng.random(n)
+    frame["peak_mem_mb"] = np.where(failed, np.nan, mem)
+    frame["mem_overall_mb"] = np.where(failed, np.nan, mem - 10.0)
+    frame["vmhwm_mb"] = frame["peak_mem_mb"] + 6.0
+    frame["vmrss_max_mb"] = frame["peak_mem_mb"] + 4.0
+    frame["model_size_mb"] = np.array([MODEL_BASE_US[c[1]] * 700 / 1e6 for c in cases])[idx]
+    frame["delegation"] = np.where(deleg == "xnnpack", "full", "")
+    frame["delegate_applied"] = np.where(deleg == "xnnpack", "XNNPACK", "")
+    frame["total_nodes"] = np.where(model == "mobilenet", 64, 12)
+    frame["delegated_nodes"] = np.where(deleg == "xnnpack", frame["total_nodes"], 0)
+    frame["partitions"] = np.where(deleg == "xnnpack", 1, 0)
+    frame["default_xnnpack"] = False
+    frame["variant_sha256"] = "sha-" + frame["model"] + "-" + frame["quantization"]
+    frame["variant_size_bytes"] = (frame["model_size_mb"] * 1e6).astype(int)
+    frame["binary_sha256"] = "bin-sha"
+    frame["temp_before_c"] = 30.0 + 4.0 * rng.random(n) + np.where(tainted, 12.0, 0.0)
+    frame["temp_after_c"] = frame["temp_before_c"] + 3.0
+    frame["temp_max_c"] = frame["temp_after_c"] + 0.5
+    frame["thermal_status_before"] = np.where(tainted, 1, 0)
+    frame["thermal_status_after"] = np.where(tainted, 2, 0)
+    frame["thermal_status_max"] = np.where(tainted, 2, 0)
+    frame["battery_level"] = 80.0
+    frame["battery_temp_c"] = 29.0
+    frame["charging"] = False
+    frame["charging_before"] = "discharging"
+    frame["charging_after"] = "discharging"
+    frame["freq_cap_ratio"] = np.where(tainted, 0.7, 1.0)
+    frame["cooldown_wait_s"] = np.round(rng.exponential(8.0, n), 2)
+    frame["sampler_points"] = 3
+    frame["sampler_cost_s"] = 0.012
+    frame["started_at"] = "2026-01-01T00:00:00"
+    frame["ended_at"] = "2026-01-01T00:00:03"
+    frame["duration_s"] = 3.0
+    frame["phase"] = "measure"
+    frame["window_offset_s"] = np.nan
+    return frame[[c for c in SAMPLE_COLUMNS if c in frame.columns]]
+
+
+def scale_devices(n_devices: int = 8) -> list[dict[str, Any]]:
+    """The devices rows that go with make_scale_samples."""
+    return [{"serial": f"scale-{d:02d}", "kind": "adb", "simulated": True,
+             "manufacturer": "Scale", "model": f"phone {d}", "tier": ["high", "mid", "low"][d % 3]}
+            for d in range(n_devices)]
+
+
+def write_store(store: Store, data: ReportData,
+                series: Mapping[int, Mapping[str, Any]] | None = None) -> None:
+    """Write a ReportData into a Store the way the runner does (one append per sample, `series`
+    by sample_id into env_json), so a test can load it back with the store's own readers."""
+    run = dict(data.run)
+    run_id = str(run.pop("run_id"))
+    known = {"sweep_file", "sweep_sha256", "sweep_json", "ended_at", "status", "farm_version",
+             "tf_version", "litert_version", "host", "git_sha", "calibration", "seed", "repeats"}
+    store.start_run(run_id, **{k: v for k, v in run.items() if k in known})
+    for d in data.devices:
+        store.add_device(run_id, d, tier=str(d.get("tier", "")))
+    parsed_names = {n for n, _ in PARSED_COLUMNS}
+    env_names = {n for n, _ in ENV_COLUMNS}
+    for r in data.samples.to_dict("records"):
+        def val(k: str, r: dict[str, Any] = r) -> Any:
+            v = r.get(k)
+            return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+        store.append(SampleRecord(
+            run_id=run_id, case_id=str(r["case_id"]), device=str(r["device"]),
+            model=str(r["model"]), quantization=str(r["quantization"]),
+            delegate=str(r["delegate"]), threads=int(r["threads"]), repeat=int(r["repeat"]),
+            status=str(r["status"]), round=int(val("round") or 0),
+            position=int(val("position") or 0), error=str(r.get("error") or ""),
+            flags=tuple(f for f in str(r.get("flags") or "").split(",") if f),
+            tainted=bool(val("tainted")), phase=str(val("phase") or "measure"),
+            window_offset_s=val("window_offset_s"),
+            parsed={k: val(k) for k in parsed_names if val(k) is not None},
+            env={k: val(k) for k in env_names if val(k) is not None},
+            env_series=dict((series or {}).get(int(r["sample_id"])) or {}),
+            duration_s=val("duration_s"),
+            started_at=str(r.get("started_at") or ""), ended_at=str(r.get("ended_at") or "")))
+    if data.fidelity is not None and not data.fidelity.empty:
+        store.add_fidelity(data.fidelity.to_dict("records"))
+
+
+def make_v2_report_data(*, history_runs: int = 3, regress_last: float = 1.0
+                        ) -> tuple[ReportData, dict[int, dict[str, Any]]]:
+    """The default synthetic run plus what schema v2 adds: sustained windows (a flagship that
+    throttles and a mid-range phone that stays cool), fidelity rows (one "fast but wrong"
+    configuration), earlier nights in `history`; and the sustained windows' sampler series."""
+    measure = make_samples()
+    hot = thermal_windows("flagship", duration_s=120.0, window_s=5.0, base_us=10_000.0)
+    cool = thermal_windows("midrange", threads=1, duration_s=120.0, window_s=5.0,
+                           base_us=12_000.0)  # slower than the flagship at peak, not once warm
+    hot_int8 = thermal_windows("flagship", duration_s=120.0, window_s=5.0, base_us=6_000.0)
+    frames = [measure,
+              sustained_frame(hot, first_sample_id=100_000),
+              sustained_frame(cool, info=SIM_DEVICE, tier="mid", first_sample_id=200_000),
+              sustained_frame(hot_int8, quantization="int8", first_sample_id=300_000,
+                              failed_windows=(23,))]
+    samples = pd.concat(frames, ignore_index=True)
+    series = {**hot.series(100_000), **cool.series(200_000), **hot_int8.series(300_000)}
+    base = make_report_data(samples)
+    run = {**base.run, "sweep_json": sustained_sweep_json(duration_s=120.0, window_s=5.0)}
+    history = (make_history(history_runs, regress_last=regress_last) if history_runs
+               else None)
+    data = ReportData(run=run, devices=base.devices, variants=base.variants, samples=samples,
+                      fidelity=make_fidelity(measure), history=history, series=series)
+    return data, series

@@ -11,8 +11,9 @@ import pytest
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
-from farm import analysis
-from farm.report import ReportData, plots, render_report
+from farm import analysis, sustained
+from farm.report import ReportData, plots, render_html, render_report, sections
+from farm.store import Store
 from tests.fixtures_report import (
     EVIL,
     REAL_DEVICE,
@@ -20,6 +21,12 @@ from tests.fixtures_report import (
     empty_samples,
     make_report_data,
     make_samples,
+    make_scale_samples,
+    make_v2_report_data,
+    scale_devices,
+    sustained_frame,
+    thermal_windows,
+    write_store,
 )
 
 IMG = re.compile(r'<img src="(data:image/png;base64,[A-Za-z0-9+/=]+)"')
@@ -316,3 +323,307 @@ def test_dollar_signs_do_not_start_mathtext() -> None:
     fig = plots.latency_figure(analysis.summarize(samples))
     assert plots.to_png_data_uri(fig).startswith("data:image/png;base64,")
     assert any("$" in t.get_text() for t in fig.axes[0].get_yticklabels())
+
+
+# --- schema v2 sections: verdicts + fidelity, sustained, thermal, memory, trends, policy -------
+
+
+@pytest.fixture(scope="module")
+def rendered_v2(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, ReportData]:
+    data, _ = make_v2_report_data()
+    out = tmp_path_factory.mktemp("report_v2")
+    index = render_report(data, out)
+    return index.read_text(encoding="utf-8"), out, data
+
+
+def _rows(section: str) -> list[str]:
+    return section.split("<tr")[2:]  # past the header row
+
+
+def test_v2_page_leads_with_the_verdicts(rendered_v2: tuple[str, Path, ReportData]) -> None:
+    html = rendered_v2[0]
+    order = [html.index(f'<section id="{s}"') for s in (
+        "speedups", "fidelity", "summary", "calibration", "policy", "sustained", "thermal",
+        "memory", "trends", "tier-0", "model-sizes", "failures", "flagged", "methodology")]
+    assert order == sorted(order)
+    assert html.index('id="speedups"') < html.index('id="calibration"')
+    assert {p.name for p in rendered_v2[1].iterdir()} == {
+        "index.html", "summary.csv", "speedups.csv", "samples.csv", "sustained.csv",
+        "trends.csv"}
+
+
+def test_fast_but_wrong_is_flagged_next_to_the_verdict(
+        rendered_v2: tuple[str, Path, ReportData]) -> None:
+    html = rendered_v2[0]
+    verdicts = _section(html, "speedups")
+    wrong = [r for r in _rows(verdicts) if "FAST BUT WRONG" in r]
+    assert len(wrong) == 1
+    assert ("<td>tiny</td><td>xnnpack</td><td>4</td><td>int8 vs fp32</td>" in wrong[0]
+            and "<td>faster</td>" in wrong[0] and 'class="bad"' in wrong[0])
+    assert 'id="fast-but-wrong"' in verdicts and "outside the tolerance" in verdicts
+    # every other quantization row with a fidelity check says so
+    checked = [r for r in _rows(verdicts) if "within tolerance (" in r]
+    assert len(checked) == len(_rows(verdicts)) - 1
+    fidelity = _section(html, "fidelity")
+    bad = [r for r in _rows(fidelity) if 'class="bad"' in r]
+    assert len(bad) == 1 and "outside tolerance" in bad[0] and "<td>0.61 / 0.7</td>" in bad[0]
+    # the fastest configuration for tiny on the real phone is that wrong one: never recommended
+    summary = _section(html, "summary")
+    fastest = [r for r in _rows(summary) if "int8 / xnnpack / 4 threads" in r
+               and "<td>tiny</td>" in r and "samsung" in r]
+    assert fastest and "FAST BUT WRONG" in fastest[0]
+
+
+def test_without_fidelity_rows_nothing_is_claimed(rendered: tuple[str, Path, ReportData]) -> None:
+    html = rendered[0]
+    assert "FAST BUT WRONG" not in html and 'id="fast-but-wrong"' not in html
+    assert "no output fidelity check in this run" in _section(html, "fidelity")
+    assert all("not checked" in r for r in _rows(_section(html, "speedups")))
+
+
+def test_sustained_section(rendered_v2: tuple[str, Path, ReportData]) -> None:
+    html, out, data = rendered_v2
+    section = _section(html, "sustained")
+    expected = sustained.analyze(data.samples, sustained.specs_from_run(data.run),
+                                 series=data.series)
+    assert len(expected) == 3
+    table = section.split("<h4>")[0]
+    assert len(_rows(table)) == 3
+    hot = expected[(expected["device"] == REAL_DEVICE.serial)
+                   & (expected["quantization"] == "fp32")].iloc[0]
+    row = next(r for r in _rows(table) if "samsung" in r and "mobilenet fp32" in r)
+    assert f"{hot['onset_s']:.0f} s (window {hot['onset_window']})" in row
+    assert f"{hot['sustained_peak_ratio']:.2f}×" in row and 'class="warn"' in row
+    cool = next(r for r in _rows(table) if "Simcorp" in r)
+    assert "<td>none</td>" in cool and "<td>1.00×</td>" in cool
+    failed = next(r for r in _rows(table) if "mobilenet int8" in r)
+    assert "<td>23 (1)</td>" in failed  # one failed window, left out
+    ranking = section.split("<h4>")[1]
+    assert "down 1" in ranking and "up 1" in ranking
+    assert section.count("<img") == 3
+    csv = pd.read_csv(out / "sustained.csv")
+    assert set(sustained.SUSTAINED_COLUMNS) <= set(csv.columns) and len(csv) == 3
+
+
+def test_sustained_windows_stay_out_of_verdicts(
+        rendered_v2: tuple[str, Path, ReportData]) -> None:
+    _, out, data = rendered_v2
+    summary = pd.read_csv(out / "summary.csv")
+    case = summary[(summary["device"] == REAL_DEVICE.serial) & (summary["model"] == "mobilenet")
+                   & (summary["quantization"] == "fp32") & (summary["delegate"] == "xnnpack")
+                   & (summary["threads"] == 4)]
+    assert case["n_samples"].tolist() == [4]  # the 24 sustained windows are not samples here
+    flagged = _section(rendered_v2[0], "flagged")
+    assert "sustained" not in flagged
+    samples = pd.read_csv(out / "samples.csv")
+    assert (samples["phase"] == "sustained").sum() == 72
+
+
+def test_thermal_section(rendered_v2: tuple[str, Path, ReportData]) -> None:
+    html, _, data = rendered_v2
+    section = _section(html, "thermal")
+    measure = data.samples[data.samples["phase"] == "measure"]
+    ran = measure[measure["status"] != "skipped"]
+    assert f"Total waiting: {ran['cooldown_wait_s'].sum():.0f} s" in section
+    n_tainted = int(measure["tainted"].sum())
+    assert n_tainted == 20 and f"{n_tainted} sample(s) are tainted" in section
+    assert "1.0 % of benchmark time" in section  # 0.3 s of sampling per 30 s sample
+    per_device = section.split("<h4>")[1]
+    real = next(r for r in _rows(per_device) if "samsung" in r)
+    assert "<td>20 (20.8 %)</td>" in real and "throttled 20" in real and "<td>48.0</td>" in real
+    tainted = section.split("<h4>")[4]
+    assert len(_rows(tainted)) == n_tainted
+    assert all("<td>throttled</td>" in r for r in _rows(tainted))
+    per_sample = section.split("<h4>")[5]
+    assert len(ran) < sections.MAX_SAMPLE_ROWS
+    assert len(_rows(per_sample)) == len(ran) and "Showing" not in per_sample
+    assert sum('class="warn"' in r for r in _rows(per_sample)) == n_tainted
+
+
+def test_memory_section(rendered_v2: tuple[str, Path, ReportData]) -> None:
+    html, _, data = rendered_v2
+    section = _section(html, "memory")
+    for col in ("peak MB (benchmark_model)", "VmHWM MB", "VmRSS max MB"):
+        assert col in section
+    s = data.samples
+    one = s[(s["device"] == REAL_DEVICE.serial) & (s["model"] == "tiny") & (s["phase"] ==
+            "measure") & (s["quantization"] == "fp16") & (s["delegate"] == "xnnpack")
+            & (s["threads"] == 1) & (s["status"] == "ok")]
+    row = next(r for r in _rows(section) if "samsung" in r and "tiny fp16 / xnnpack / t1" in r)
+    assert f"<td>{len(one)}</td>" in row
+    assert f"<td>{one['peak_mem_mb'].median():.1f}</td>" in row
+    assert f"<td>{one['vmhwm_mb'].median():.1f}</td>" in row
+
+
+def test_trends_find_an_injected_regression(tmp_path: Path) -> None:
+    data, _ = make_v2_report_data(history_runs=3)
+    slow = data.samples.copy()
+    for col in ("avg_us", "inference_avg_us", "median_us"):
+        slow[col] = slow[col] * 1.3  # tonight everything is 30 % slower
+    data = ReportData(run=data.run, devices=data.devices, variants=data.variants,
+                      samples=slow, fidelity=data.fidelity, history=data.history,
+                      series=data.series)
+    html = render_report(data, tmp_path).read_text()
+    section = _section(html, "trends")
+    assert "over 4 runs" in section
+    rows = _rows(section.split("<h4>")[0])
+    assert rows and all("<td>4</td>" in r for r in rows)
+    # newest vs previous night, and vs the median of the earlier nights (+30 % injected,
+    # nights differ by a few % of seeded noise)
+    changes = [[float(c) for c in re.findall(r"<td>([+-][0-9.]+) %</td>", r)] for r in rows]
+    assert all(10.0 < prev < 50.0 and 15.0 < earlier < 45.0 for prev, earlier in changes)
+    assert all('class="warn"' in r for r in rows)
+    trends = pd.read_csv(tmp_path / "trends.csv")
+    assert trends["run_id"].nunique() == 4
+
+
+def test_trends_without_history_or_with_noise_only(rendered: tuple[str, Path, ReportData],
+                                                  rendered_v2: tuple[str, Path, ReportData]
+                                                  ) -> None:
+    assert "No trend: no history was loaded" in _section(rendered[0], "trends")
+    rows = _rows(_section(rendered_v2[0], "trends").split("<h4>")[0])
+    changes = [abs(float(re.findall(r"<td>([+-][0-9.]+) %</td>", r)[1])) for r in rows]
+    assert changes and max(changes) < 15.0  # seeded 3 % noise: no 30 % jump anywhere
+
+
+def test_policy_section(rendered_v2: tuple[str, Path, ReportData]) -> None:
+    section = _section(rendered_v2[0], "policy")
+    rows = _rows(section)
+    assert len(rows) == 4  # 2 tiers x 2 models
+    tiny_high = next(r for r in rows if "<td>high</td>" in r and "<td>tiny</td>" in r)
+    cells = re.findall(r"<td>(.*?)</td>", tiny_high)
+    assert cells[1] == "samsung SM-G991B"  # device labels, not serials
+    assert cells[3] != "int8/xnnpack/t4"  # the fastest, but fast but wrong: never chosen
+    assert "fast but wrong" in cells[8]
+    mid = next(r for r in rows if "<td>mid [SIMULATED]</td>" in r and "<td>mobilenet</td>" in r)
+    assert re.findall(r"<td>(.*?)</td>", mid)[3] == "int8/xnnpack/t4"
+
+
+def test_v2_through_the_store(tmp_path: Path) -> None:
+    """Rows written with Store.append come back as a report with every v2 section."""
+    data, series = make_v2_report_data(history_runs=0)
+    db = tmp_path / "farm.sqlite"
+    with Store(db) as store:
+        write_store(store, data, series=series)
+        run_id = str(data.run["run_id"])
+        raw = store.load_samples(run_id, raw=True)
+        loaded = ReportData(run=store.run(run_id), devices=store.devices(run_id),
+                            variants=store.variants_frame(run_id),
+                            samples=store.load_samples(run_id),
+                            fidelity=store.fidelity(run_id),
+                            series=sustained.series_from_env_json(raw))
+    html = render_html(loaded)
+    table = _section(html, "sustained").split("<h4>")[0]
+    assert len(_rows(table)) == 3
+    assert len([r for r in _rows(_section(html, "speedups")) if "FAST BUT WRONG" in r]) == 1
+    assert "Total waiting: 304 s.\n  20 sample(s) are tainted" in _section(html, "thermal")
+
+
+# --- scale -------------------------------------------------------------------------------------
+
+
+def test_per_sample_tables_are_capped(tmp_path: Path) -> None:
+    samples = make_scale_samples(1_200, n_devices=1, models=("tiny",),
+                                 quantizations=("fp32", "int8"), delegates=("xnnpack",),
+                                 threads=(1,), tainted_fraction=0.5)
+    n_tainted = int(samples["tainted"].sum())
+    assert n_tainted > sections.MAX_SAMPLE_ROWS
+    data = ReportData(run={"run_id": "r", "status": "finished"}, devices=scale_devices(1),
+                      variants=pd.DataFrame(), samples=samples)
+    section = _section(render_html(data), "thermal")
+    tainted = section.split("<h4>")[4]
+    assert len(_rows(tainted)) == sections.MAX_SAMPLE_ROWS
+    assert f"Showing {sections.MAX_SAMPLE_ROWS} of {n_tainted} rows" in tainted
+
+
+def test_figure_budget_stops_drawing() -> None:
+    budget = plots.FigureBudget(max_figures=2)
+    calls: list[int] = []
+
+    def make() -> Figure:
+        calls.append(1)
+        return plots.no_data_figure("x")
+
+    uris = [budget.png(make) for _ in range(4)]
+    assert [bool(u) for u in uris] == [True, True, False, False]
+    assert len(calls) == 2 and budget.omitted == 2 and budget.figures == 2
+    small = plots.FigureBudget(max_bytes=1)
+    assert small.png(make) and not small.png(make)  # the cap applies after the first figure
+
+
+def test_page_says_which_figures_were_left_out(tmp_path: Path) -> None:
+    data, _ = make_v2_report_data(history_runs=0)
+    html = render_report(data, tmp_path, budget=plots.FigureBudget(max_figures=3)).read_text()
+    assert len(IMG.findall(html)) == 3
+    assert 'id="budget-notice"' in html
+    # the budget goes in page order: the verdict figures come first
+    assert IMG.findall(_section(html, "speedups"))
+    # 2 speedup + 3 sustained + 2 x 4 per device + model sizes = 14 figures asked for
+    assert html.count('class="muted figure-omitted"') == 14 - 3
+
+
+def test_scale_20k_samples_stays_small(tmp_path: Path) -> None:
+    """20k samples over 8 phones and 256 cases: the page stays under 2.5 MB (the 100k figure
+    is measured in bench/, not asserted here)."""
+    samples = make_scale_samples(20_000, n_devices=8)
+    data = ReportData(run={"run_id": "20260101-000000-scale", "status": "finished"},
+                      devices=scale_devices(8), variants=pd.DataFrame(), samples=samples)
+    index = render_report(data, tmp_path)
+    size = index.stat().st_size
+    assert size < 2_500_000, size
+    html = index.read_text()
+    assert len(IMG.findall(html)) <= plots.FigureBudget().max_figures
+    thermal = _section(html, "thermal")
+    assert f"Showing {sections.MAX_SAMPLE_ROWS} of" in thermal
+    assert len(pd.read_csv(tmp_path / "samples.csv")) == 20_000
+
+
+# --- v2 figures --------------------------------------------------------------------------------
+
+
+def test_sustained_figure_structure() -> None:
+    trace = thermal_windows("flagship", duration_s=120.0, window_s=5.0)
+    frame = sustained_frame(trace)
+    windows = sustained.windows(frame)
+    (result,) = sustained.analyze(frame).to_dict("records")
+    fig = plots.sustained_figure(windows, result, title="t")
+    top, bottom, twin = fig.axes
+    (latency,) = [ln for ln in top.get_lines() if ln.get_label() == "window latency"]
+    assert len(latency.get_xdata()) == len(trace.windows)
+    labels = [a.get_label() for a in (*top.get_lines(), *top.collections)]
+    assert any(lbl.startswith("onset threshold") for lbl in labels)
+    assert "sustained (median of last 3)" in labels
+    onset = [ln for ln in top.get_lines() if list(ln.get_xdata()) == [result["onset_s"]] * 2]
+    assert onset  # a vertical line at the onset
+    assert twin.get_ylabel() == "thermal status"
+    assert plots.to_png_data_uri(fig).startswith("data:image/png;base64,")
+
+
+def test_long_sustained_series_is_bucketed() -> None:
+    trace = thermal_windows("lowend", duration_s=1_500.0, window_s=1.0, step_s=1.0)
+    frame = sustained_frame(trace)
+    (result,) = sustained.analyze(frame).to_dict("records")
+    fig = plots.sustained_figure(sustained.windows(frame), result)
+    (latency,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "window latency"]
+    assert len(trace.windows) == 1_500
+    assert len(latency.get_xdata()) == plots.MAX_SERIES_POINTS
+    assert fig.axes[0].collections  # the min-max band
+
+
+def test_sustained_figure_without_windows() -> None:
+    empty = sustained.windows(pd.DataFrame())
+    fig = plots.sustained_figure(empty, {})
+    assert "no successful sustained window" in _texts(fig)
+
+
+def test_trend_figure_structure(rendered_v2: tuple[str, Path, ReportData]) -> None:
+    trends = pd.read_csv(rendered_v2[1] / "trends.csv")
+    real = trends[trends["device"] == REAL_DEVICE.serial]
+    fig = plots.trend_figure(real, max_lines=5)
+    (ax,) = fig.axes
+    bars = _errorbars(ax)
+    assert len(bars) == 5
+    assert all(len(c.lines[0].get_xdata()) == 4 for c in bars)
+    assert "more case(s)" in ax.get_title()
+    one_run = real[real["run_id"] == real["run_id"].iloc[0]]
+    assert "no trend" in _texts(plots.trend_figure(one_run))

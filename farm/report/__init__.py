@@ -1,18 +1,24 @@
 """The self-contained HTML report of one run, plus its CSV exports.
 
 `render_report(data, out_dir)` writes `index.html` (CSS and charts inline as base64 PNG, no
-external URL), `summary.csv` (one row per case), `speedups.csv` and `samples.csv` (one row per
-sample). It reads nothing and touches no device: the store hands it a `ReportData`. Templates are
-rendered by jinja2 with autoescape on for every template, because device strings (model names,
+external URL), `summary.csv` (one row per case), `speedups.csv`, `samples.csv` (one row per
+sample), and `sustained.csv` / `trends.csv` when the run has sustained windows / a history. It
+reads nothing and touches no device: the store hands it a `ReportData`. Templates are rendered
+by jinja2 with autoescape on for every template, because device strings (model names,
 fingerprints, error messages) end up in the page.
+
+Scale: the page stays small and quick with 100k samples. Per-sample tables stop at
+`sections.MAX_SAMPLE_ROWS` rows and point to samples.csv; figures are drawn through one
+`plots.FigureBudget` per page (a count and a byte cap, in page order), so a lab with many
+devices loses its last per-device charts, not its time budget; long series are bucketed.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,45 +27,59 @@ import pandas as pd
 
 from farm import analysis
 from farm.errors import FarmError
-from farm.report import plots
+from farm.report import plots, sections
+from farm.report.tables import (
+    Table,
+    case_labels,
+    ci_ms,
+    first_items,
+    is_nan,
+    ms,
+    num,
+    pct,
+    text,
+    truthy,
+)
 
 log = logging.getLogger(__name__)
 
-#: How many items (cases, sample ids) a table cell lists before it says "and N more".
-_MAX_ITEMS = 12
+__all__ = ["ReportData", "Table", "render_html", "render_report"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # eq=False: DataFrames have no truth value
 class ReportData:
-    """Everything a report shows, as the store loads it for one run."""
+    """Everything a report shows, as the store loads it for one run.
+
+    Optional parts: `fidelity` (the store's fidelity rows of this run, as a frame or a list of
+    dicts), `history` (measure samples of earlier runs, `Store.history_samples`; the trends
+    section), `series` (sample_id -> env_json["series"] of the sustained windows; only used
+    for the frequency drop when no window has a freq_cap_ratio).
+    """
 
     run: Mapping[str, Any]
     devices: Sequence[Mapping[str, Any]]
     variants: pd.DataFrame
     samples: pd.DataFrame
+    fidelity: pd.DataFrame | Sequence[Mapping[str, Any]] | None = None
+    history: pd.DataFrame | None = None
+    series: Mapping[int, Mapping[str, Any]] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Table:
-    """A table ready for the template: header, string cells, one CSS class per row."""
-
-    columns: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    classes: tuple[str, ...]
-
-
-def render_report(data: ReportData, out_dir: Path, *, exclude_tainted: bool = True) -> Path:
-    """Write index.html, summary.csv, speedups.csv and samples.csv in out_dir; return index.html."""
+def render_report(data: ReportData, out_dir: Path, *, exclude_tainted: bool = True,
+                  budget: plots.FigureBudget | None = None) -> Path:
+    """Write index.html and the CSVs (summary, speedups, samples; sustained and trends when
+    there are any) in out_dir; return index.html."""
     summary = analysis.summarize(data.samples, exclude_tainted=exclude_tainted)
     speedups = analysis.speedups(data.samples, exclude_tainted=exclude_tainted)
-    html = render_html(data, summary=summary, speedups=speedups,
-                       exclude_tainted=exclude_tainted)
+    html, extra = _render(data, summary, speedups, exclude_tainted, budget)
     index = out_dir / "index.html"
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         summary.to_csv(out_dir / "summary.csv", index=False)
         speedups.to_csv(out_dir / "speedups.csv", index=False)
         data.samples.to_csv(out_dir / "samples.csv", index=False)
+        for name, frame in extra.items():
+            frame.to_csv(out_dir / name, index=False)
         index.write_text(html, encoding="utf-8")
     except OSError as e:
         raise FarmError(f"{out_dir}: cannot write the report: {e}") from e
@@ -68,47 +88,72 @@ def render_report(data: ReportData, out_dir: Path, *, exclude_tainted: bool = Tr
 
 
 def render_html(data: ReportData, *, summary: pd.DataFrame | None = None,
-                speedups: pd.DataFrame | None = None, exclude_tainted: bool = True) -> str:
+                speedups: pd.DataFrame | None = None, exclude_tainted: bool = True,
+                budget: plots.FigureBudget | None = None) -> str:
     """The report page as a string (summary and speedups are computed when not given)."""
     if summary is None:
         summary = analysis.summarize(data.samples, exclude_tainted=exclude_tainted)
     if speedups is None:
         speedups = analysis.speedups(data.samples, exclude_tainted=exclude_tainted)
+    return _render(data, summary, speedups, exclude_tainted, budget)[0]
+
+
+def _render(data: ReportData, summary: pd.DataFrame, speedups: pd.DataFrame,
+            exclude_tainted: bool, budget: plots.FigureBudget | None
+            ) -> tuple[str, dict[str, pd.DataFrame]]:
     env = jinja2.Environment(loader=jinja2.PackageLoader("farm", "report/templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    return env.get_template("run.html.j2").render(
-        **_context(data, summary, speedups, exclude_tainted))
+    context, extra = _context(data, summary, speedups, exclude_tainted,
+                              budget or plots.FigureBudget())
+    return env.get_template("run.html.j2").render(**context), extra
 
 
 # --- context -----------------------------------------------------------------------------------
 
 
 def _context(data: ReportData, summary: pd.DataFrame, speedups: pd.DataFrame,
-             exclude_tainted: bool) -> dict[str, Any]:
+             exclude_tainted: bool, budget: plots.FigureBudget
+             ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """The template's values, built in page order (figures take the budget in that order),
+    and the extra CSV frames."""
     run = dict(data.run)
     devices = _devices(data.devices, data.samples)
+    labels = {d["serial"]: d["label"] for d in devices}
     simulated = [d["label"] for d in devices if d["simulated"]]
     scaling = analysis.thread_scaling(summary)
     fastest = analysis.fastest(summary)
-    return {
+    fidelity = sections.fidelity_frame(data.fidelity)
+    verdicts, fast_but_wrong = sections.verdict_table(speedups, fidelity)
+    context: dict[str, Any] = {
         "run_id": _s(run.get("run_id")),
         "status": _s(run.get("status")),
         "provenance": _provenance(run, data.samples),
         "simulated": simulated,
-        "calibration": _calibration(run, data.variants),
         "totals": _totals(data.samples, summary),
-        "fastest": _fastest_table(fastest),
         "exclude_tainted": exclude_tainted,
-        "speedups": _speedup_table(speedups),
+        "speedups": verdicts,
+        "fast_but_wrong": fast_but_wrong,
         "speedup_figures": [
-            (d["label"], plots.to_png_data_uri(plots.speedup_figure(
-                _rows_of(speedups, d["serial"]), title=f"Speedup over fp32: {d['label']}")))
+            (d["label"], budget.png(partial(plots.speedup_figure, _rows_of(speedups, d["serial"]),
+                                            title=f"Speedup over fp32: {d['label']}")))
             for d in devices if not _rows_of(speedups, d["serial"]).empty
         ],
-        "tiers": _tiers(devices, summary, scaling, fastest),
+        "fidelity": sections.fidelity_table(fidelity, labels),
+        "fastest": _fastest_table(fastest, fidelity),
+        "calibration": _calibration(run, data.variants),
+        "policy": sections.policy_section(data.samples, data.devices, fidelity, run, labels),
+    }
+    sustained = sections.sustained_section(data.samples, run, data.series, labels, budget)
+    context["sustained"] = sustained
+    context["thermal"] = sections.thermal_section(data.samples, run, labels)
+    context["memory"] = sections.memory_table(data.samples, labels)
+    trends = sections.trends_section(data.history, data.samples, run, labels, budget)
+    context["trends"] = trends
+    context.update({
+        "tiers": _tiers(devices, summary, scaling, fastest, budget),
         "variants": _variant_table(data.variants),
-        "size_figure": plots.to_png_data_uri(plots.model_size_figure(data.variants)),
+        "size_figure": budget.png(partial(plots.model_size_figure, data.variants)),
         "failures": _failure_table(data.samples),
         "flagged": _flagged_table(data.samples),
         "thresholds": {
@@ -117,7 +162,21 @@ def _context(data: ReportData, summary: pd.DataFrame, speedups: pd.DataFrame,
             "boot_n": analysis.MIN_PAIRS_FOR_BOOTSTRAP,
             "min_effect": f"{analysis.MIN_EFFECT:.0%}",
         },
-    }
+        "max_sample_rows": sections.MAX_SAMPLE_ROWS,
+    })
+    context["budget"] = {"figures": budget.figures, "omitted": budget.omitted,
+                         "max_figures": budget.max_figures,
+                         "max_mb": f"{budget.max_bytes / 1e6:.1f}"}
+    extra: dict[str, pd.DataFrame] = {}
+    if sustained["present"]:
+        extra["sustained.csv"] = sustained["frame"]
+    if trends["present"]:
+        extra["trends.csv"] = trends["frame"]
+    return context, extra
+
+
+#: Per-case charts of one device draw at most this many cases (the table lists all of them).
+_MAX_FIGURE_CASES = 60
 
 
 def _rows_of(frame: pd.DataFrame, serial: str) -> pd.DataFrame:
@@ -158,7 +217,8 @@ def _totals(samples: pd.DataFrame, summary: pd.DataFrame) -> dict[str, int]:
             "failed": int((status == "failed").sum()),
             "skipped": int((status == "skipped").sum()), "tainted": int(tainted.sum()),
             "cases": len(summary),
-            "verdict_ok": int(summary["verdict_ok"].astype(bool).sum()) if len(summary) else 0}
+            "verdict_ok": int(summary["verdict_ok"].astype(bool).sum()) if len(summary) else 0,
+            "sustained_windows": len(samples) - len(sections.measure_rows(samples))}
 
 
 def _devices(facts: Sequence[Mapping[str, Any]], samples: pd.DataFrame) -> list[dict[str, Any]]:
@@ -221,25 +281,29 @@ def _span(cpus: Sequence[int]) -> str:
 
 
 def _tiers(devices: list[dict[str, Any]], summary: pd.DataFrame, scaling: pd.DataFrame,
-           fastest: pd.DataFrame) -> list[dict[str, Any]]:
+           fastest: pd.DataFrame, budget: plots.FigureBudget) -> list[dict[str, Any]]:
     tiers: dict[str, list[dict[str, Any]]] = {}
     for d in devices:
         cases = _rows_of(summary, d["serial"])
         dev_scaling = _rows_of(scaling, d["serial"])
+        plotted = cases.head(_MAX_FIGURE_CASES)
+        more = f" (first {len(plotted)} of {len(cases)} cases)" if len(cases) > len(plotted) \
+            else ""
         tiers.setdefault(d["tier"], []).append({
             **d,
             "cases": _case_table(cases),
             "n_cases": len(cases),
-            "latency_figure": plots.to_png_data_uri(plots.latency_figure(
-                cases, title=f"Median latency: {d['label']}")),
-            "scaling_figure": plots.to_png_data_uri(plots.thread_scaling_figure(
-                dev_scaling, title=f"Thread scaling: {d['label']}")),
+            "latency_figure": budget.png(partial(
+                plots.latency_figure, plotted, title=f"Median latency: {d['label']}{more}")),
+            "scaling_figure": budget.png(partial(
+                plots.thread_scaling_figure, dev_scaling, title=f"Thread scaling: {d['label']}")),
             "scaling": _scaling_table(dev_scaling),
-            "init_figure": plots.to_png_data_uri(plots.init_first_figure(
-                cases, title=f"Init and first inference: {d['label']}")),
+            "init_figure": budget.png(partial(
+                plots.init_first_figure, plotted,
+                title=f"Init and first inference: {d['label']}{more}")),
             "init": _init_table(cases),
-            "memory_figure": plots.to_png_data_uri(plots.memory_figure(
-                cases, title=f"Memory: {d['label']}")),
+            "memory_figure": budget.png(partial(
+                plots.memory_figure, plotted, title=f"Memory: {d['label']}{more}")),
         })
     return [{"name": name or "untiered", "anchor": f"tier-{i}", "devices": devs,
              "fastest": _fastest_table(fastest[fastest["device"].isin([d["serial"]
@@ -295,40 +359,28 @@ def _scaling_table(scaling: pd.DataFrame) -> Table:
     return Table(cols, tuple(rows), tuple(_case_class(r) for _, r in scaling.iterrows()))
 
 
-def _fastest_table(fastest: pd.DataFrame) -> Table:
+def _fastest_table(fastest: pd.DataFrame, fidelity: pd.DataFrame | None = None) -> Table:
     cols = ("tier", "device", "model", "fastest configuration", "median ms", "CI ms (level)",
             "n", "delegation", "flags", "cannot be told apart from", "note")
+    index = sections.fidelity_index(fidelity) if fidelity is not None else {}
     rows, classes = [], []
     for _, r in fastest.iterrows():
         config = (f"{r['quantization']} / {r['delegate']} / {r['threads']} threads"
                   if _s(r["quantization"]) else "—")
+        note = _s(r["note"])
+        wrong = False
+        if _s(r["quantization"]):
+            key = (_s(r["device"]), _s(r["model"]), _s(r["quantization"]), _s(r["delegate"]),
+                   int(r["threads"]))
+            wrong = sections.fidelity_state(index.get(key)) == sections.FIDELITY_OUTSIDE
+            if wrong:
+                note = "; ".join(x for x in ("FAST BUT WRONG: outputs outside the fidelity "
+                                             "tolerance; never recommend it", note) if x)
         rows.append((_s(r["tier"]) or "—", _s(r["device_label"]), _s(r["model"]), config,
                      _ms(r["median_us"]), _ci_ms(r), _s(r["n_ok"]), _s(r["delegation_status"]),
                      _s(r["flags"]) or "—", _s(r["indistinguishable_from"]) or "—",
-                     _s(r["note"]) or "—"))
-        classes.append("" if _s(r["quantization"]) else "warn")
-    return Table(cols, tuple(rows), tuple(classes))
-
-
-def _speedup_table(speedups: pd.DataFrame) -> Table:
-    cols = ("device", "model", "delegate", "threads", "quantization", "ratio",
-            "CI (level, method)", "verdict", "evidence", "why")
-    rows, classes = [], []
-    for _, r in speedups.iterrows():
-        ci = "—"
-        if not _nan(r["ci_low"]):
-            ci = (f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({_pct(r['ci_level'])}, "
-                  f"{_s(r['ci_method'])})")
-        evidence = (f"n pairs {r['n_pairs']}; CV {r['baseline']} {_pct(r['baseline_cv'])}, "
-                    f"{r['quantization']} {_pct(r['variant_cv'])}; tainted excluded "
-                    f"{r['n_tainted_excluded']}; delegation {r['baseline']} "
-                    f"{r['baseline_coverage']}, {r['quantization']} {r['variant_coverage']}")
-        rows.append((_s(r["device_label"]), _s(r["model"]), _s(r["delegate"]),
-                     _s(r["threads"]), f"{r['quantization']} vs {r['baseline']}",
-                     "—" if _nan(r["ratio"]) else f"{r['ratio']:.2f}×", ci, _s(r["verdict"]),
-                     evidence, _s(r["reason"]) or "—"))
-        classes.append({"faster": "good", "slower": "bad", "not comparable": "warn"}.get(
-            _s(r["verdict"]), ""))
+                     note or "—"))
+        classes.append("bad" if wrong else "" if _s(r["quantization"]) else "warn")
     return Table(cols, tuple(rows), tuple(classes))
 
 
@@ -355,7 +407,9 @@ def _failure_table(samples: pd.DataFrame) -> Table:
     bad = samples[samples["status"].isin(["failed", "skipped"])].copy()
     if bad.empty:
         return Table(cols, (), ())
-    bad["case"] = bad.apply(analysis.case_label, axis=1)
+    bad["case"] = case_labels(bad)
+    if "phase" in bad.columns:  # a sustained window is named as such
+        bad.loc[bad["phase"] == "sustained", "case"] += " (sustained)"
     bad["error"] = bad["error"].fillna("").astype(str).replace("", "(no reason recorded)")
     rows = []
     for (dev, status, err), g in bad.groupby(["device_label", "status", "error"], sort=True):
@@ -366,6 +420,7 @@ def _failure_table(samples: pd.DataFrame) -> Table:
 
 def _flagged_table(samples: pd.DataFrame) -> Table:
     cols = ("device", "case", "flags", "samples", "tainted (excluded)", "sample ids")
+    samples = sections.measure_rows(samples)  # sustained windows run hot on purpose
     if samples.empty or "flags" not in samples.columns:
         return Table(cols, (), ())
     flags = samples["flags"].fillna("").astype(str)
@@ -374,7 +429,7 @@ def _flagged_table(samples: pd.DataFrame) -> Table:
     flagged = samples[(flags != "") | tainted].copy()
     if flagged.empty:
         return Table(cols, (), ())
-    flagged["case"] = flagged.apply(analysis.case_label, axis=1)
+    flagged["case"] = case_labels(flagged)
     flagged["flag_set"] = flags[flagged.index].map(
         lambda f: ",".join(sorted(analysis.split_flags(f))) or "(tainted, no flag)")
     flagged["is_tainted"] = tainted[flagged.index]
@@ -385,52 +440,13 @@ def _flagged_table(samples: pd.DataFrame) -> Table:
     return Table(cols, tuple(rows), tuple("warn" for _ in rows))
 
 
-# --- formatting --------------------------------------------------------------------------------
+# --- formatting (shared with the sections: farm.report.tables) ------------------------------
 
-
-def _first(items: Sequence[str]) -> str:
-    """The first few items, comma-separated, and how many more there are."""
-    more = len(items) - _MAX_ITEMS
-    return ", ".join(items[:_MAX_ITEMS]) + (f" and {more} more" if more > 0 else "")
-
-
-def _nan(v: Any) -> bool:
-    if v is None or v is pd.NA:
-        return True
-    try:
-        return math.isnan(float(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def _truthy(v: Any) -> bool:
-    """bool() that treats missing values (NaN, pd.NA, None) as False instead of raising."""
-    return False if _nan(v) else bool(v)
-
-
-def _s(v: Any) -> str:
-    """A cell's text; missing values are empty."""
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    return str(v)
-
-
-def _num(v: Any) -> str:
-    if _nan(v):
-        return "—"
-    x = float(v)
-    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
-
-
-def _ms(us: Any) -> str:
-    return "—" if _nan(us) else _num(float(us) / 1e3)
-
-
-def _pct(v: Any) -> str:
-    return "—" if _nan(v) else f"{float(v) * 100:.1f} %"
-
-
-def _ci_ms(row: Any) -> str:
-    if _nan(row["ci_low_us"]):
-        return "—"
-    return f"[{_ms(row['ci_low_us'])}, {_ms(row['ci_high_us'])}] ({_pct(row['ci_level'])})"
+_first = first_items
+_nan = is_nan
+_truthy = truthy
+_s = text
+_num = num
+_ms = ms
+_pct = pct
+_ci_ms = ci_ms

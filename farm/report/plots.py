@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 from farm import analysis
 
@@ -49,7 +50,7 @@ def latency_figure(summary: pd.DataFrame, *, title: str = "Median latency per ca
     rows = _with_values(summary, "median_us")
     if rows.empty:
         return no_data_figure("no data: no case has a successful sample")
-    fig = _figure(_ROW_IN * len(rows) + 1.4)
+    fig = _figure(_ROW_IN * len(rows) + 1.4, fixed=True)
     ax = fig.add_subplot()
     y = np.arange(len(rows))[::-1]
     groups = rows.apply(_latency_group, axis=1)
@@ -69,6 +70,7 @@ def latency_figure(summary: pd.DataFrame, *, title: str = "Median latency per ca
     ax.set_title(_text(title))
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="best")
+    _fit_labels(fig, labels)
     return fig
 
 
@@ -110,7 +112,7 @@ def speedup_figure(speedups: pd.DataFrame, *,
     if rows.empty:
         return no_data_figure("no comparable pair: nothing to plot (see the table for why)")
     rows = rows.reset_index(drop=True)
-    fig = _figure(_ROW_IN * len(rows) + 1.4)
+    fig = _figure(_ROW_IN * len(rows) + 1.4, fixed=True)
     ax = fig.add_subplot()
     y = np.arange(len(rows))[::-1]
     for verdict, color in _VERDICT_COLORS.items():
@@ -130,6 +132,7 @@ def speedup_figure(speedups: pd.DataFrame, *,
     ax.set_title(_text(title))
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7)
+    _fit_labels(fig, labels)
     return fig
 
 
@@ -156,32 +159,191 @@ def model_size_figure(variants: pd.DataFrame, *, title: str = "Model sizes") -> 
     if rows.empty:
         return no_data_figure("no converted variant")
     rows = rows.reset_index(drop=True)
-    fig = _figure(_ROW_IN * len(rows) + 1.2)
+    fig = _figure(_ROW_IN * len(rows) + 1.2, fixed=True)
     ax = fig.add_subplot()
     y = np.arange(len(rows))[::-1]
     ax.barh(y, rows["size_bytes"].to_numpy(float) / 1e6, color="tab:purple")
-    ax.set_yticks(y, labels=[_text(f"{r['model']}/{r['quantization']}")
-                             for _, r in rows.iterrows()], fontsize=8)
+    labels = [_text(f"{r['model']}/{r['quantization']}") for _, r in rows.iterrows()]
+    ax.set_yticks(y, labels=labels, fontsize=8)
     ax.set_xlabel("size (MB, 10^6 bytes)")
     ax.set_title(_text(title))
     ax.grid(axis="x", alpha=0.3)
+    _fit_labels(fig, labels)
+    return fig
+
+
+#: Most points a time-series line gets; longer series are bucketed (mean line, min-max band).
+MAX_SERIES_POINTS = 400
+
+
+def sustained_figure(windows: pd.DataFrame, result: Mapping[str, Any], *,
+                     title: str = "Sustained run") -> Figure:
+    """Latency (top) and temperature with thermal status (bottom) over a sustained run.
+
+    `windows` are one device x configuration's rows of `sustained.windows()`; `result` is its
+    row of `sustained.analyze()`: the peak, the onset threshold, the onset and the tail median
+    are drawn as reference lines so the numbers in the table can be checked by eye.
+    """
+    ok = windows[(windows["status"] == "ok") & (windows["latency_us"] > 0)] \
+        if not windows.empty else windows
+    if ok.empty:
+        return no_data_figure("no successful sustained window")
+    fig = _figure(5.2)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    x = ok["offset_s"].to_numpy(float)
+    _series(top, x, ok["latency_us"].to_numpy(float) / 1e3, color="tab:blue",
+            label="window latency")
+    peak = float(result.get("peak_us", math.nan)) / 1e3
+    threshold = float(result.get("onset_threshold", math.nan))
+    if not math.isnan(peak):
+        top.axhline(peak, color="tab:green", linewidth=1, label="peak (first window)")
+        if not math.isnan(threshold):
+            top.axhline(peak * (1 + threshold), color="tab:orange", linewidth=1, linestyle="--",
+                        label=f"onset threshold (+{threshold:.0%})")
+    sustained = float(result.get("sustained_us", math.nan)) / 1e3
+    tail = int(result.get("tail_windows") or 0)
+    if not math.isnan(sustained) and tail > 0:
+        start = x[-min(tail, len(x))]
+        top.hlines(sustained, start, x[-1], color="tab:red", linewidth=2,
+                   label=f"sustained (median of last {tail})")
+    onset = result.get("onset_s")
+    if onset is not None and not (isinstance(onset, float) and math.isnan(onset)):
+        for ax in (top, bottom):
+            ax.axvline(float(onset), color="tab:orange", linewidth=1, linestyle=":")
+        top.annotate(f"onset {float(onset):.0f} s", (float(onset), peak), fontsize=7,
+                     textcoords="offset points", xytext=(3, 3))
+    top.set_ylabel("latency (ms)")
+    top.grid(alpha=0.3)
+    top.legend(fontsize=7, loc="best")
+    temps = ok[["offset_s", "temp_c"]].dropna()
+    if not temps.empty:
+        _series(bottom, temps["offset_s"].to_numpy(float), temps["temp_c"].to_numpy(float),
+                color="tab:red", label="hottest sensor (°C)")
+    bottom.set_ylabel("temperature (°C)")
+    bottom.set_xlabel("seconds since the sustained run started")
+    bottom.grid(alpha=0.3)
+    status = ok[["offset_s", "thermal_status"]].dropna()
+    if not status.empty:
+        twin = bottom.twinx()
+        twin.step(status["offset_s"].to_numpy(float), status["thermal_status"].to_numpy(float),
+                  where="post", color="tab:purple", linewidth=1, label="thermal status")
+        twin.set_ylabel("thermal status", color="tab:purple")
+        twin.set_ylim(-0.2, max(3.0, float(status["thermal_status"].max()) + 0.5))
+    if temps.empty and status.empty:
+        bottom.text(0.5, 0.5, "no temperature or thermal status recorded", ha="center",
+                    va="center", transform=bottom.transAxes, fontsize=9, color="0.35")
+    fig.suptitle(_text(title))
+    return fig
+
+
+def trend_figure(trends: pd.DataFrame, *, title: str = "Median latency over runs",
+                 max_lines: int = 10) -> Figure:
+    """Median latency per run (oldest left) for up to `max_lines` cases, with CI bars where
+    the trend has them. `trends` has compare.TREND_COLUMNS (or at least the case keys, run_id,
+    run_started_at and median_us); the cases whose latest change is largest are drawn."""
+    rows = _with_values(trends, "median_us")
+    if rows.empty or rows["run_id"].nunique() < 2:
+        return no_data_figure("no trend: fewer than two runs with this case")
+    runs = (rows[["run_started_at", "run_id"]].drop_duplicates()
+            .sort_values(["run_started_at", "run_id"]))
+    position = {r: i for i, r in enumerate(runs["run_id"])}
+    rows = rows.assign(_x=rows["run_id"].map(position), _case=_case_labels(rows))
+    last = rows.sort_values("_x").groupby("_case")["change_vs_previous_pct"].last() \
+        if "change_vs_previous_pct" in rows.columns else pd.Series(dtype=float)
+    order = last.abs().sort_values(ascending=False, na_position="last").index.tolist()
+    cases = (order + [c for c in dict.fromkeys(rows["_case"]) if c not in order])[:max_lines]
+    fig = _figure(3.8)
+    ax = fig.add_subplot()
+    for case in cases:
+        line = rows[rows["_case"] == case].sort_values("_x")
+        yerr = (_err(line, "median_us", "ci_low_us", "ci_high_us", 1e3)
+                if {"ci_low_us", "ci_high_us"} <= set(line.columns) else None)
+        ax.errorbar(line["_x"].to_numpy(int), line["median_us"].to_numpy(float) / 1e3,
+                    yerr=yerr, fmt="o-", capsize=2, markersize=3, label=_text(case))
+    ticks = list(range(len(runs)))
+    step = max(1, len(ticks) // 12)
+    ax.set_xticks(ticks[::step], labels=[_text(str(s)[:10]) for s in
+                                         runs["run_started_at"].tolist()[::step]], fontsize=7)
+    ax.set_xlabel("run (start date)")
+    ax.set_ylabel("median latency (ms)")
+    _maybe_log(ax, rows["median_us"], axis="y")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    more = rows["_case"].nunique() - len(cases)
+    ax.set_title(_text(title + (f" ({more} more case(s) in the table)" if more > 0 else "")))
     return fig
 
 
 def to_png_data_uri(fig: Figure, *, dpi: int = 90) -> str:
-    """Render a figure to an inline `data:image/png;base64,...` URI (in memory)."""
-    if not isinstance(fig.canvas, FigureCanvasAgg):
-        FigureCanvasAgg(fig)
+    """Render a figure to an inline `data:image/png;base64,...` URI (in memory).
+
+    The PNG is palette-quantized (128 colours): charts use a handful of colours plus
+    anti-aliasing, and an 8-bit palette makes them about 3x smaller than RGBA at no visible
+    cost, which is what keeps a report with many devices under its size budget.
+    """
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    fig.set_dpi(dpi)
+    canvas.draw()  # type: ignore[no-untyped-call]
+    width, height = canvas.get_width_height()
+    rgba = canvas.buffer_rgba()  # type: ignore[no-untyped-call]
+    image = Image.frombuffer("RGBA", (width, height), rgba, "raw", "RGBA", 0, 1)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    image.convert("RGB").quantize(colors=128, method=Image.Quantize.FASTOCTREE).save(
+        buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+class FigureBudget:
+    """How many inline figures, and how many bytes of them, one page may carry.
+
+    Figures are drawn lazily through `png`; once the budget is spent the factory is not even
+    called (drawing is most of a report's time) and `png` returns "" so the template says the
+    figure was left out and where its data is. Sections ask in page order, so the leading
+    sections always get their figures.
+    """
+
+    def __init__(self, max_figures: int = 40, max_bytes: int = 2_500_000, dpi: int = 90) -> None:
+        self.max_figures = max_figures
+        self.max_bytes = max_bytes
+        self.dpi = dpi
+        self.figures = 0
+        self.bytes = 0
+        self.omitted = 0
+
+    def png(self, make: Callable[[], Figure]) -> str:
+        """The figure's data URI, or "" when the budget is spent (counted in `omitted`)."""
+        if self.figures >= self.max_figures or self.bytes >= self.max_bytes:
+            self.omitted += 1
+            return ""
+        uri = to_png_data_uri(make(), dpi=self.dpi)
+        self.figures += 1
+        self.bytes += len(uri)
+        return uri
 
 
 # --- internals ---------------------------------------------------------------------------------
 
 
-def _figure(height_in: float, *, width: float = _WIDTH_IN) -> Figure:
-    fig = Figure(figsize=(width, min(max(height_in, 1.6), _MAX_HEIGHT_IN)), layout="constrained")
+def _fit_labels(fig: Figure, labels: Sequence[str], *, fontsize: float = 8.0) -> None:
+    """Fixed margins for a one-axes chart with case labels on the y axis, instead of the
+    constrained layout: measuring every tick label's extent is most of a chart's drawing time
+    (about 40 %), and a report draws dozens of these. The left margin is estimated from the
+    longest label at 0.62 em per character (DejaVu Sans averages about 0.55)."""
+    width, height = fig.get_size_inches()
+    for ax in fig.axes:  # centre the title on the figure: a long device name stays in view
+        if ax.get_title():
+            fig.suptitle(ax.get_title(), y=1.0 - 0.08 / height, va="top")
+            ax.set_title("")
+    longest = max((len(str(x)) for x in labels), default=0)
+    left_in = 0.45 + longest * fontsize * 0.62 / 72.0
+    fig.subplots_adjust(left=min(0.75, left_in / width), right=1.0 - 0.25 / width,
+                        bottom=min(0.45, 0.55 / height), top=1.0 - min(0.4, 0.4 / height))
+
+
+def _figure(height_in: float, *, width: float = _WIDTH_IN, fixed: bool = False) -> Figure:
+    """An Agg figure; `fixed`: no layout engine (the caller sets margins with `_fit_labels`)."""
+    fig = Figure(figsize=(width, min(max(height_in, 1.6), _MAX_HEIGHT_IN)),
+                 layout=None if fixed else "constrained")
     FigureCanvasAgg(fig)  # an explicit Agg canvas: no pyplot, no global backend
     return fig
 
@@ -199,6 +361,24 @@ def _latency_group(row: Any) -> str:
     if row.get("delegation_status") == analysis.COVERAGE_NOT_APPLIED:
         return "not_applied"
     return "ok" if bool(row.get("verdict_ok")) else "no_verdict"
+
+
+def _case_labels(rows: pd.DataFrame) -> pd.Series:
+    return (rows["model"].astype(str) + "/" + rows["quantization"].astype(str) + "/"
+            + rows["delegate"].astype(str) + "/t" + rows["threads"].astype(str))
+
+
+def _series(ax: Axes, x: np.ndarray, y: np.ndarray, *, color: str, label: str) -> None:
+    """A line, bucketed above MAX_SERIES_POINTS: the bucket means as the line, their
+    min-max as a band, so a short spike stays visible after downsampling."""
+    if len(x) <= MAX_SERIES_POINTS:
+        ax.plot(x, y, "o-" if len(x) <= 60 else "-", color=color, markersize=3, label=label)
+        return
+    buckets = np.array_split(np.arange(len(x)), MAX_SERIES_POINTS)
+    bx = np.array([x[b].mean() for b in buckets])
+    ax.plot(bx, [y[b].mean() for b in buckets], "-", color=color, label=label)
+    ax.fill_between(bx, [y[b].min() for b in buckets], [y[b].max() for b in buckets],
+                    color=color, alpha=0.25, linewidth=0)
 
 
 def _with_values(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -235,7 +415,7 @@ def _paired_bars(summary: pd.DataFrame, columns: Sequence[str], names: Sequence[
         rows = rows.iloc[0:0]
     if rows.empty:
         return no_data_figure(f"no data: no case reported {' or '.join(names)}")
-    fig = _figure(_ROW_IN * 1.6 * len(rows) + 1.4)
+    fig = _figure(_ROW_IN * 1.6 * len(rows) + 1.4, fixed=True)
     ax = fig.add_subplot()
     y = np.arange(len(rows))[::-1] * 1.0
     height = 0.4
@@ -243,11 +423,13 @@ def _paired_bars(summary: pd.DataFrame, columns: Sequence[str], names: Sequence[
         vals = pd.to_numeric(rows[column], errors="coerce").to_numpy(float) / scale
         ax.barh(y + (0.5 - i) * height, np.nan_to_num(vals, nan=0.0), height=height,
                 label=name)
-    ax.set_yticks(y, labels=[_case_text(r) for _, r in rows.iterrows()], fontsize=8)
+    labels = [_case_text(r) for _, r in rows.iterrows()]
+    ax.set_yticks(y, labels=labels, fontsize=8)
     if log and not math.isnan(float(np.nanmax(rows[list(columns)].to_numpy(float)))):
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_title(_text(title))
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7)
+    _fit_labels(fig, labels)
     return fig
