@@ -70,7 +70,7 @@ THREAD_FACTOR = {1: 1.0, 2: 0.6, 4: 0.4}
 
 def device_dict(info: DeviceInfo, tier: str) -> dict[str, Any]:
     """A devices row as the store gives it: DeviceInfo.to_dict() + tier + simulated."""
-    return {**info.to_dict(), "tier": tier, "simulated": info.simulated}
+    return {**info.to_dict(), "tier": tier, "simulated": info.simulated, "label": info.label}
 
 
 def make_samples(

@@ -562,6 +562,7 @@ def test_page_says_which_figures_were_left_out(tmp_path: Path) -> None:
     assert html.count('class="muted figure-omitted"') == 14 - 3
 
 
+@pytest.mark.slow  # ~20-30 s on 2 cores, most of it analysis.summarize/speedups
 def test_scale_20k_samples_stays_small(tmp_path: Path) -> None:
     """20k samples over 8 phones and 256 cases: the page stays under 2.5 MB (the 100k figure
     is measured in bench/, not asserted here)."""

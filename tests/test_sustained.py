@@ -1,4 +1,4 @@
-"""Tests for farm.sustained: hand-computed golden windows, the simulator's thermal model, the store."""
+"""Tests for farm.sustained: golden windows, the simulated thermal model, the store."""
 
 from __future__ import annotations
 

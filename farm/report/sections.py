@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from farm import analysis, sustained
 from farm.errors import FarmError
@@ -541,8 +542,8 @@ def trends_section(history: pd.DataFrame | None, samples: pd.DataFrame,
                    budget: plots.FigureBudget) -> dict[str, Any]:
     """Median latency per case over the runs in `history` plus this run, oldest first.
 
-    Only this run's cases are trended (history rows of other cases are dropped). Uses
-    farm.compare.trends (medians with CIs) when it is importable, else plain medians per run.
+    Only this run's cases are trended (history rows of other cases are dropped). The table
+    and trends.csv hold every case; each device's chart draws its most changed cases.
     """
     if history is None or history.empty:
         return {"present": False, "reason": "no history was loaded for this report"}
@@ -567,27 +568,24 @@ def trends_section(history: pd.DataFrame | None, samples: pd.DataFrame,
         return {"present": False,
                 "reason": "no earlier run of this run's cases in the store" if n_runs else
                 "no measured sample"}
-    trends = _trends(combined)
+    trends = _median_trends(combined)
     trends = trends.assign(device_label=_labels(trends, labels))
     table = _trend_table(trends)
     figures = []
     for serial, group in trends.groupby("device", sort=True):
         label = labels.get(str(serial), str(group["device_label"].iloc[0]))
-        uri = budget.png(partial(plots.trend_figure, group,
-                                 title=f"Median latency per run: {label}"))
+        uri = budget.png(partial(_trend_figure, combined, group, labels,
+                                 f"Median latency per run: {label}"))
         figures.append((label, uri))
     return {"present": True, "n_runs": n_runs, "table": table, "figures": figures,
             "frame": trends}
 
 
-def _trends(combined: pd.DataFrame) -> pd.DataFrame:
-    try:
-        from farm import compare
-    except ImportError:  # pragma: no cover - farm.compare ships with farm; kept for old trees
-        compare = None  # type: ignore[assignment]
-    if compare is not None and hasattr(compare, "trends"):
-        frame: pd.DataFrame = compare.trends(combined)
-        return frame
+def _median_trends(combined: pd.DataFrame) -> pd.DataFrame:
+    """Median of the usable samples (ok, with a latency, untainted) per case and run, oldest
+    first, with the change from the case's previous run: column operations, so 60 nights of a
+    large lab take well under a second (compare.trends adds a CI per case and run, which
+    costs about 1 ms each: it is kept for the plotted cases)."""
     df = combined.assign(_lat=_num_col(combined, "inference_avg_us"))
     df = df[(_text_col(df, "status") == "ok") & df["_lat"].notna() & ~_bool_col(df, "tainted")]
     out = (df.groupby([*CONFIG_KEYS, "run_started_at", "run_id"], sort=True)
@@ -596,6 +594,27 @@ def _trends(combined: pd.DataFrame) -> pd.DataFrame:
     prev = out.groupby(list(CONFIG_KEYS))["median_us"].shift(1)
     out["change_vs_previous_pct"] = 100.0 * (out["median_us"] / prev - 1.0)
     return out
+
+
+def _trend_figure(combined: pd.DataFrame, device_trends: pd.DataFrame,
+                  labels: Mapping[str, str], title: str, max_lines: int = 10) -> Figure:
+    """One device's trend chart: its `max_lines` cases with the largest latest change, with
+    CIs from compare.trends for just those cases."""
+    last = (device_trends.sort_values(["run_started_at", "run_id"])
+            .groupby(list(CONFIG_KEYS))["change_vs_previous_pct"].last())
+    top = last.abs().sort_values(ascending=False, na_position="last").index[:max_lines]
+    keys = list(CONFIG_KEYS)
+    picked = pd.MultiIndex.from_frame(combined[keys].astype(str)).isin(
+        pd.MultiIndex.from_tuples([tuple(str(x) for x in k) for k in top], names=keys))
+    try:
+        from farm import compare
+        frame = compare.trends(combined[picked])
+    except ImportError:  # pragma: no cover - farm.compare ships with farm
+        frame = _median_trends(combined[picked])
+    frame = frame.assign(device_label=_labels(frame, labels))
+    more = last.index.size - len(top)
+    return plots.trend_figure(frame, title=title + (f" ({more} more case(s) in the table)"
+                                                    if more > 0 else ""), max_lines=max_lines)
 
 
 def _trend_table(trends: pd.DataFrame) -> Table:
