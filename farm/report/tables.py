@@ -63,6 +63,8 @@ def num(v: Any) -> str:
     if is_nan(v):
         return "—"
     x = float(v)
+    if 0 < abs(x) < 1:  # sub-millisecond latencies keep 3 significant digits
+        return f"{x:.3g}"
     return f"{x:.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
 
 
