@@ -567,3 +567,35 @@ def make_v2_report_data(*, history_runs: int = 3, regress_last: float = 1.0
     data = ReportData(run=run, devices=base.devices, variants=base.variants, samples=samples,
                       fidelity=make_fidelity(measure), history=history, series=series)
     return data, series
+
+
+def make_scale_report_data(n_samples: int = 100_000, *, n_devices: int = 8,
+                           sustained_configs: int = 2, sustained_s: float = 600.0,
+                           window_s: float = 5.0, seed: int = 0) -> ReportData:
+    """A large run for scale tests and bench/: `n_samples` measure samples
+    (make_scale_samples), plus `sustained_configs` sustained cases per device (simulated
+    thermal profiles in turn, `sustained_s` of `window_s` windows each) and fidelity rows."""
+    samples = make_scale_samples(n_samples, n_devices=n_devices, seed=seed)
+    devices = scale_devices(n_devices)
+    profiles = ("flagship", "midrange", "lowend", "old_armv7")
+    frames = [samples]
+    traces = {p: thermal_windows(p, duration_s=sustained_s, window_s=window_s, step_s=1.0)
+              for p in profiles}
+    next_id = int(samples["sample_id"].max()) + 1
+    for d, dev in enumerate(devices):
+        info = DeviceInfo(serial=dev["serial"], kind="adb", simulated=True,
+                          manufacturer="Scale", model=f"phone {d}")
+        for c in range(sustained_configs):
+            quant = ("fp32", "int8")[c % 2]
+            frames.append(sustained_frame(traces[profiles[d % len(profiles)]], info=info,
+                                          tier=dev["tier"], model="mobilenet",
+                                          quantization=quant, delegate="xnnpack", threads=4,
+                                          first_sample_id=next_id,
+                                          run_id=str(samples["run_id"].iloc[0])))
+            next_id += len(frames[-1])
+    frame = pd.concat(frames, ignore_index=True)
+    run = {"run_id": str(samples["run_id"].iloc[0]), "status": "finished",
+           "started_at": "2026-01-01T00:00:00",
+           "sweep_json": sustained_sweep_json(duration_s=sustained_s, window_s=window_s)}
+    return ReportData(run=run, devices=devices, variants=pd.DataFrame(), samples=frame,
+                      fidelity=make_fidelity(samples, wrong=(), run_id=run["run_id"]))

@@ -526,7 +526,7 @@ def memory_table(samples: pd.DataFrame, labels: Mapping[str, str]) -> Table:
                   str(int(r["n"])), *(num(r[c]) for c, _ in MEMORY_COLUMNS))
                  for r in agg.to_dict("records"))
     return Table(cols, rows, tuple("" for _ in rows),
-                 capped_note(len(agg), total, "summary.csv"))
+                 capped_note(len(agg), total, "samples.csv (per sample)"))
 
 
 # --- trends over runs --------------------------------------------------------------------------
