@@ -1,0 +1,180 @@
+"""Benchmark 2: orchestration overhead, the share of a device's wall time outside
+benchmark_model, with a warm push cache; and where that time goes.
+
+A first run warms the cache (binary and model already on the phones); the second run is
+measured. Per device, `RunStats.benchmark_s / n_devices` (the benchmark_model shells) is set
+against `RunStats.wall_s` (the runner's wall time, all devices in parallel). The breakdown comes
+from timers wrapped around farm's own functions (`instrument`), on every thread: the device
+workers and the sampler threads (cProfile sees only one thread).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    TINY,
+    ExclusiveTimer,
+    Section,
+    fmt,
+    lab,
+    mobilenet,
+    pct,
+    say,
+    write_configs,
+)
+
+GOAL = 0.05
+WAIT = "run_plan: main thread waiting for the device workers"
+
+
+def _is_sampler() -> bool:
+    return threading.current_thread().name.startswith("farm-sampler")
+
+
+def _shell_label(parent: str, dev: Any, argv: Any, *a: Any, **k: Any) -> str:
+    if _is_sampler():
+        return "sampler thread: adb shell (runs beside the benchmark)"
+    words = [str(x) for x in argv]
+    if parent.startswith("sample") and any(w.startswith("--graph=") for w in words):
+        return "benchmark_model (adb shell)"
+    if parent.startswith("gate"):
+        return "gate: probe (adb shell)"
+    if parent.startswith("probe"):
+        return "probe after sample (adb shell)"
+    return f"{parent or 'other'}: adb shell"
+
+
+def _probe_label(parent: str, *a: Any, **k: Any) -> str:
+    if _is_sampler():
+        return "sampler thread: probe parsing"
+    if parent.startswith("gate"):
+        return "gate: probe parsing"
+    return "probe after sample (parsing)"
+
+
+def instrument(timer: ExclusiveTimer) -> None:
+    """Wrap the runner's steps in `timer` (undone by timer.restore())."""
+    from farm import api, probes, runner, sampler, store
+    from farm.devices import adb
+
+    W = runner.DeviceWorker
+    timer.wrap(api, "discover_devices", "run_plan: discover devices", absorb=True)
+    timer.wrap(api, "build_variants", "run_plan: variants (cache lookup)", absorb=True)
+    timer.wrap(api, "render_report", "run_plan: report", absorb=True)
+    timer.wrap(runner, "run", WAIT)
+    timer.wrap(W, "run", "worker: other")
+    timer.wrap(W, "stage", "stage: lock, sha256 checks, --help smoke check, sensors, cleanup",
+               absorb=True)
+    timer.wrap(W, "release", "release lock", absorb=True)
+    timer.wrap(W, "wait_cool", "gate: decision and sleeps between polls")
+    timer.wrap(W, "run_sample", "sample: argv, record, env (other)")
+    timer.wrap(W, "_store", "progress events")
+    timer.wrap(store.Store, "append", "store.append (one commit per sample)")
+    timer.wrap(runner, "parse_output", "parse benchmark_model output")
+    timer.wrap(runner, "classify", "classify flags")
+    timer.wrap(sampler.Sampler, "__enter__", "sampler start")
+    timer.wrap(sampler.Sampler, "__exit__", "sampler stop (joins an in-flight probe)")
+    timer.wrap(probes, "sample", _probe_label)
+    timer.wrap(adb.AdbDevice, "shell", _shell_label)
+
+
+def breakdown_rows(timer: ExclusiveTimer, devices: int, wall_s: float) -> list[list[str]]:
+    """Table rows: label, seconds per device, share of the per-device wall, calls."""
+    rows = []
+    for name, total in sorted(timer.totals.items(), key=lambda kv: -kv[1]):
+        if name == WAIT:
+            continue
+        per = total / devices
+        rows.append([name, fmt(per, 3), pct(per / wall_s) if wall_s else "n/a",
+                     str(timer.counts.get(name, 0))])
+    return rows
+
+
+def measure(tmp: Path, *, phones: int, profile: str, model: Path, time_scale: float,
+            run: dict[str, Any], repeats: int, delegates: tuple[str, ...]
+            ) -> dict[str, Any]:
+    """Warm run, then an instrumented run; the figures of the second."""
+    from farm import api
+
+    with lab(tmp / "phones", profile=profile, phones=phones, time_scale=time_scale) as lab_:
+        sweep, devices = write_configs(tmp / "cfg", lab_, model=model, delegates=delegates,
+                                       repeats=repeats, run=run)
+        plan = api.load_plan(sweep, devices_file=devices)
+        kw = dict(db=tmp / "farm.sqlite", out_dir=tmp / "reports", cache_dir=tmp / "cache",
+                  vendor_dir=tmp / "no-vendor", report=False)
+        first = api.run_plan(plan, **kw)  # type: ignore[arg-type]
+        timer = ExclusiveTimer()
+        instrument(timer)
+        try:
+            t0 = time.perf_counter()
+            second = api.run_plan(plan, **kw)  # type: ignore[arg-type]
+            plan_wall = time.perf_counter() - t0
+        finally:
+            timer.restore()
+        df = api.load_samples(tmp / "farm.sqlite", second.run_id)
+    s = second.stats
+    return {"first": first.stats, "second": s, "plan_wall_s": plan_wall, "timer": timer,
+            "samples": len(df), "ok": int((df["status"] == "ok").sum()),
+            "gate_wait_s": float(df["cooldown_wait_s"].fillna(0).sum()),
+            "sampler_points": int(df["sampler_points"].fillna(0).sum())}
+
+
+def run(quick: bool, workdir: Path | None = None) -> Section:
+    """Benchmark 2."""
+    sec = Section("overhead", "2. Orchestration overhead (warm push cache)",
+                  goal=f"time outside benchmark_model <= {GOAL:.0%} of a device's wall time")
+    model = TINY if quick else mobilenet("fp32")
+    run_params = {"warmup_runs": 1, "warmup_min_secs": 0.5, "num_runs": 50, "min_secs": 1.0}
+    phones = 1 if quick else 4
+    repeats = 2 if quick else 5
+    delegates = ("cpu",) if quick else ("cpu", "xnnpack")
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-", dir=workdir) as d:
+        say(f"overhead: {phones} flagship phone(s), {model.name}, warm cache")
+        m = measure(Path(d), phones=phones, profile="flagship", model=model, time_scale=1.0,
+                    run=run_params, repeats=repeats, delegates=delegates)
+    s = m["second"]
+    bench_per_dev = s.benchmark_s / phones
+    frac = 1 - bench_per_dev / s.wall_s if s.wall_s else float("nan")
+    frac_plan = 1 - bench_per_dev / m["plan_wall_s"]
+    sec.verdict = "met" if frac <= GOAL else "missed"
+    sec.headline = (f"{pct(frac)} of a device's wall time outside benchmark_model "
+                    f"({(s.wall_s - s.benchmark_s / phones) / (m['samples'] / phones) * 1000:.0f}"
+                    f" ms per sample); rerun pushed {s.bytes_pushed} bytes")
+    samples_per_dev = m["samples"] / phones
+    per_sample_overhead = (s.wall_s - bench_per_dev) / samples_per_dev
+    sec.figures = {"phones": phones, "samples": m["samples"], "runner_wall_s": s.wall_s,
+                   "benchmark_s_per_device": bench_per_dev, "overhead_fraction": frac,
+                   "overhead_fraction_run_plan": frac_plan, "plan_wall_s": m["plan_wall_s"],
+                   "overhead_per_sample_s": per_sample_overhead,
+                   "bytes_pushed_first": m["first"].bytes_pushed,
+                   "bytes_pushed_rerun": s.bytes_pushed,
+                   "gate_wait_s": m["gate_wait_s"],
+                   "breakdown_s_per_device": {k: v / phones for k, v in m["timer"].totals.items()}}
+    sec.add(f"{phones} simulated flagship phone(s) at time scale 1 (phones take real time), "
+            f"model `{model.name}`, delegates {', '.join(delegates)}, {repeats} repeats, "
+            f"benchmark_model params {run_params}; {m['samples']} samples in the measured "
+            "(second) run.")
+    sec.add()
+    sec.table(["figure", "value"], [
+        ["runner wall time (RunStats.wall_s)", f"{s.wall_s:.2f} s"],
+        ["benchmark_model time per device (RunStats.benchmark_s / devices)",
+         f"{bench_per_dev:.2f} s"],
+        ["**outside benchmark_model, share of the runner's wall time**", f"**{pct(frac)}**"],
+        ["outside benchmark_model, share of the whole run_plan call", pct(frac_plan)],
+        ["overhead per sample", f"{per_sample_overhead * 1000:.0f} ms"],
+        ["cooldown gate waits (device cooling, in the stored cooldown_wait_s)",
+         f"{m['gate_wait_s']:.2f} s"],
+        ["bytes pushed: first run / rerun",
+         f"{m['first'].bytes_pushed:,} / {s.bytes_pushed:,}"],
+    ])
+    sec.add("Where the time goes (exclusive seconds per device, all threads; `sampler thread` "
+            "rows run beside benchmark_model and are not on the device's critical path):")
+    sec.add()
+    sec.table(["step", "s per device", "share of wall", "calls"],
+              breakdown_rows(m["timer"], phones, s.wall_s))
+    return sec
