@@ -221,7 +221,7 @@ def run_plan(p: Plan, *, db: Path = DEFAULT_DB, out_dir: Path = DEFAULT_REPORTS,
              vendor_dir: Path | None = None) -> RunResult:
     """Build variants, plan the matrix, run it on every device, store and report."""
     from farm import runner
-    from farm.runner import DeviceTarget, RunStats
+    from farm.runner import DeviceTarget
 
     on_event = on_event or (lambda e: None)
     cache_dir = cache_dir or default_cache_dir()
@@ -260,62 +260,101 @@ def run_plan(p: Plan, *, db: Path = DEFAULT_DB, out_dir: Path = DEFAULT_REPORTS,
                 host=f"{socket.gethostname()} ({platform.platform()})",
                 git_sha=_git_sha(Path(sweep.source_file).resolve().parent),
                 calibration=calibration_label(sweep), seed=sweep.seed, repeats=sweep.repeats)
-        variants = build_variants(sweep, cache_dir=cache_dir, on_event=on_event)
-        for v in variants:
-            store.add_variant(run_id, v.to_dict())
-        vmap = {(v.model, v.quantization): v for v in variants}
-        targets = []
-        for dev, info in found:
-            binary = (host_binary(vendor_dir) if info.kind == "local" else
-                      phone_binary(info, vendor_dir=vendor_dir, cache_dir=cache_dir))
-            tier = tier_of(info, p.fleet)
-            ov = override_for(p.fleet, info.serial)
-            masks = cpu_masks(info, sweep.threads, sweep.affinity, ov.cpu_masks)
-            store.add_device(run_id, {**info.to_dict(), "label": info.label,
-                                      "cpu_masks": {str(k): v for k, v in masks.items()}},
-                             tier=tier)
-            targets.append(DeviceTarget(
-                device=dev, info=info, binary=binary, tier=tier, cpu_masks=masks,
-                cooldown_delta_c=ov.cooldown_delta_c or sweep.cooldown_delta_c,
-                cooldown_timeout_s=(sweep.cooldown_timeout_s if ov.cooldown_timeout_s is None
-                                    else ov.cooldown_timeout_s),
-                cooldown_mode=sweep.cooldown_mode, cooldown_fixed_s=sweep.cooldown_fixed_s,
-                cooldown_zones=sweep.cooldown_zones, sampler_hz=sweep.sampler_hz))
-        overrides = {t.info.serial: override_for(p.fleet, t.info.serial)
-                     for t in targets}
-        planned = plan.expand(
-            sweep, [t.info for t in targets], p.delegates, vmap,
-            binary_sha256={t.info.serial: t.binary.sha256 for t in targets},
-            max_threads={s: o.max_threads for s, o in overrides.items() if o.max_threads},
-            skip_delegates={s: o.skip_delegates for s, o in overrides.items()})
-        sustained = plan.sustained_cases(sweep, planned)
-        store.add_cases(run_id, [{**pc.case.to_dict(), "skip_reason": pc.skip_reason}
-                                 for pc in planned] + [c.to_dict() for c, _ in sustained])
-        runnable: list[Case] = [pc.case for pc in planned if not pc.skip_reason]
-        order = plan.schedule(runnable, sweep.repeats, sweep.seed)
-        references: dict[str, Any] = {}
-        if sweep.fidelity.enabled:
-            from farm import fidelity
+        with _sigterm_as_interrupt():
+            try:
+                variants = build_variants(sweep, cache_dir=cache_dir, on_event=on_event)
+                for v in variants:
+                    store.add_variant(run_id, v.to_dict())
+                vmap = {(v.model, v.quantization): v for v in variants}
+                targets = []
+                unusable: list[tuple[DeviceInfo, str]] = []
+                for dev, info in found:
+                    try:
+                        binary = (host_binary(vendor_dir) if info.kind == "local" else
+                                  phone_binary(info, vendor_dir=vendor_dir, cache_dir=cache_dir))
+                    except FarmError as e:
+                        unusable.append((info, str(e)))
+                        continue
+                    tier = tier_of(info, p.fleet)
+                    ov = override_for(p.fleet, info.serial)
+                    masks = cpu_masks(info, sweep.threads, sweep.affinity, ov.cpu_masks)
+                    store.add_device(run_id, {**info.to_dict(), "label": info.label,
+                                              "cpu_masks": {str(k): v for k, v in masks.items()}},
+                                     tier=tier)
+                    targets.append(DeviceTarget(
+                        device=dev, info=info, binary=binary, tier=tier, cpu_masks=masks,
+                        cooldown_delta_c=ov.cooldown_delta_c or sweep.cooldown_delta_c,
+                        cooldown_timeout_s=_first(ov.cooldown_timeout_s,
+                                                  sweep.cooldown_timeout_s),
+                        cooldown_mode=sweep.cooldown_mode,
+                        cooldown_fixed_s=sweep.cooldown_fixed_s,
+                        cooldown_zones=sweep.cooldown_zones, sampler_hz=sweep.sampler_hz))
+                if unusable and not targets:
+                    raise FarmError("no device can run: " + "; ".join(
+                        f"{i.serial}: {why}" for i, why in unusable))
+                _record_unusable(store, run_id, sweep, p, vmap, unusable)
+                overrides = {t.info.serial: override_for(p.fleet, t.info.serial)
+                             for t in targets}
+                planned = plan.expand(
+                    sweep, [t.info for t in targets], p.delegates, vmap,
+                    binary_sha256={t.info.serial: t.binary.sha256 for t in targets},
+                    max_threads={s: o.max_threads for s, o in overrides.items() if o.max_threads},
+                    skip_delegates={s: o.skip_delegates for s, o in overrides.items()})
+                sustained = plan.sustained_cases(sweep, planned)
+                store.add_cases(run_id, [{**pc.case.to_dict(), "skip_reason": pc.skip_reason}
+                                         for pc in planned] + [c.to_dict() for c, _ in sustained])
+                runnable: list[Case] = [pc.case for pc in planned if not pc.skip_reason]
+                order = plan.schedule(runnable, sweep.repeats, sweep.seed)
+                references: dict[str, Any] = {}
+                if sweep.fidelity.enabled:
+                    from farm import fidelity
 
-            references = fidelity.build_references(vmap, sweep.fidelity)
-        stats = RunStats()
-        try:
-            with _sigterm_as_interrupt():
+                    references = fidelity.build_references(vmap, sweep.fidelity)
                 stats = runner.run(targets, planned, order, run_id=run_id, store=store,
                                    params=sweep.params, delegates=p.delegates, variants=vmap,
                                    on_event=on_event, stop=stop, sustained=sustained,
                                    fidelity=sweep.fidelity, references=references,
                                    adaptive=sweep.adaptive, seed=sweep.seed)
-        except KeyboardInterrupt:
-            store.update_run(run_id, status="interrupted", ended_at=_now())
-            raise
-        store.update_run(run_id, status="interrupted" if stats.interrupted else "finished",
-                         ended_at=_now())
+                store.update_run(run_id, status="interrupted" if stats.interrupted else "finished",
+                                 ended_at=_now())
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: every finished sample is committed
+                store.update_run(run_id, status="interrupted", ended_at=_now())
+                raise
+            except BaseException as e:
+                store.update_run(run_id, status="failed", ended_at=_now(),
+                                 notes=f"{type(e).__name__}: {e}"[:2000])
+                raise
         report_path = render_report(store, run_id, out_dir) if report else None
         return RunResult(run_id=run_id, db=Path(db), report=report_path, stats=stats,
                          cases=len(planned), devices=[t.info for t in targets])
     finally:
         store.close()
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None."""
+    return next((v for v in values if v is not None), None)
+
+
+def _record_unusable(store: Store, run_id: str, sweep: Sweep, p: Plan,
+                     vmap: Mapping[tuple[str, str], ModelVariant],
+                     unusable: Sequence[tuple[DeviceInfo, str]]) -> None:
+    """A device farm cannot run on (no benchmark_model for its ABI): its cases are recorded
+    as skipped with the reason, and the sweep goes on with the other devices."""
+    from farm.store import SampleRecord, now_iso
+
+    for info, why in unusable:
+        store.add_device(run_id, {**info.to_dict(), "label": info.label},
+                         tier=tier_of(info, p.fleet))
+        cases = plan.expand(sweep, [info], p.delegates, vmap)
+        store.add_cases(run_id, [{**pc.case.to_dict(), "skip_reason": why} for pc in cases])
+        for pc in cases:
+            c = pc.case
+            store.append(SampleRecord(
+                run_id=run_id, case_id=c.case_id, device=c.device, model=c.model,
+                quantization=c.quantization, delegate=c.delegate, threads=c.threads, repeat=0,
+                status="skipped", error=f"device unusable: {why}", started_at=now_iso(),
+                ended_at=now_iso()))
 
 
 def override_for(fleet: config.Fleet, serial: str) -> config.DeviceOverride:

@@ -610,6 +610,13 @@ class DeviceWorker:
                 self.stats.errors.append(str(e))
                 record = self._device_failure(rnd, pos, case, e)
                 self.emit(kind="device_error", case=case, message=str(e))
+            except Exception as e:  # noqa: BLE001 - a transport bug must not lose the night
+                log.exception("%s: unexpected error in a sample", self.serial)
+                consecutive += 1
+                err = DeviceError(self.serial, "sample", f"unexpected {type(e).__name__}: {e}")
+                self.stats.errors.append(str(err))
+                record = self._device_failure(rnd, pos, case, err)
+                self.emit(kind="device_error", case=case, message=str(err))
             self._store(record, case)
             if consecutive >= MAX_CONSECUTIVE_DEVICE_ERRORS:
                 reason = (f"device quarantined after {consecutive} consecutive device errors: "
@@ -651,6 +658,17 @@ class DeviceWorker:
                 started_at=now_iso(), ended_at=now_iso(), phase=phase))
             self.stats.samples_skipped += 1
             self.progress.tick()
+
+    def abandon_rest(self, work: tuple[Any, ...], reason: str) -> None:
+        """After this worker crashed: record every sample it did not store as skipped with the
+        reason, so nothing planned is silently missing."""
+        order, sus = work
+        self.stats.errors.append(f"{self.serial}: {reason}")
+        done = self.store.done_keys(self.run_id)
+        self._abandon([(r, pos, c) for r, pos, c in order if (c.case_id, r) not in done],
+                      reason)
+        self._abandon_sustained(sus, done, reason)
+        self.release()
 
     def _abandon_sustained(self, sus: Sequence[tuple[Case, SustainedSpec]],
                            done: set[tuple[str, int]], reason: str) -> None:
@@ -713,10 +731,12 @@ def run(targets: Sequence[DeviceTarget], planned: Sequence[PlannedCase],
         with ThreadPoolExecutor(max_workers=max(1, len(workers)),
                                 thread_name_prefix="farm-device") as pool:
             futures = []
+            my_work: dict[str, tuple[Any, ...]] = {}
             for w in workers:
                 mine = [p for p in planned if p.case.device == w.serial]
                 my_order = [o for o in order if o[2].device == w.serial]
                 my_sus = [(c, spec) for c, spec in sustained if c.device == w.serial]
+                my_work[w.serial] = (my_order, my_sus)
                 futures.append(pool.submit(w.run, mine, my_order, done, my_sus))
             try:
                 for w, f in zip(workers, futures, strict=True):
@@ -728,7 +748,7 @@ def run(targets: Sequence[DeviceTarget], planned: Sequence[PlannedCase],
                             continue
                         except Exception as e:  # noqa: BLE001 - one device's bug stops only it
                             log.exception("%s: worker failed", w.serial)
-                            w.stats.errors.append(f"{w.serial}: internal error: {e!r}")
+                            w.abandon_rest(my_work[w.serial], f"internal error: {e!r}")
                             break
             except KeyboardInterrupt:
                 stop.set()

@@ -192,3 +192,23 @@ def test_cooldown_gate_waits_for_temperature(tmp_path: Path) -> None:
     assert reason == "cool" and probe.max_temp_c == 31.0
     assert waited == 2.0  # 45 and 44 °C were over baseline + 2: two polls, then cool
     store.close()
+
+
+def test_a_crashed_worker_loses_nothing(tmp_path: Path) -> None:
+    """A bug outside any sample (here: the device answers --help with an exception farm does not
+    expect) stops that device only; every planned sample is still recorded, with the reason."""
+    def broken(argv: tuple[str, ...]) -> ShellResult:
+        if argv[-1:] == ("--help",):
+            raise RuntimeError("transport exploded")
+        return script_by_delegate(argv)
+
+    s, dev, vmap, target, planned, order = setup(tmp_path, broken)
+    dev.answer_help = False
+    with Store(tmp_path / "db.sqlite") as store:
+        store.start_run("r1")
+        stats = runner.run([target], planned, order, run_id="r1", store=store,
+                           params=s.params, delegates=DELEGATES, variants=vmap)
+        frame = store.load_samples("r1")
+    assert len(frame) == len(order) == 12 and (frame["status"] == "skipped").all()
+    assert frame["error"].str.contains("internal error: RuntimeError").all()
+    assert stats.samples_skipped == 12

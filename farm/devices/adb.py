@@ -9,9 +9,11 @@ Pushes are skipped when the phone already holds a file with the same sha256.
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 import re
 import shlex
+import socket
 import subprocess
 import threading
 import time
@@ -78,10 +80,36 @@ def soc_of(props: dict[str, str]) -> str:
     return ""
 
 
+def adb_cause(e: BaseException) -> str:
+    """What went wrong talking to adb, in words a lab tech can act on."""
+    text = str(e)
+    if isinstance(e, EOFError) or text.startswith("Unknown data: b''"):
+        return f"connection closed by the adb server or the phone (EOF): {text}"
+    if isinstance(e, ConnectionRefusedError):
+        return f"the adb server refused the connection (not running or restarting): {text}"
+    if isinstance(e, ConnectionResetError | BrokenPipeError):
+        return f"connection reset by the adb server: {text}"
+    return text or type(e).__name__
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """Is the lock's holder a farm process on this host that no longer exists?"""
+    m = re.match(r"farm pid (\d+) on ([^,]+)", holder)
+    if not m or m.group(2) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def check_remote_path(path: str) -> str:
     """Refuse any remote path outside farm's directory (no '..', no odd characters)."""
     norm = posixpath.normpath(path)
-    if norm != path or not _SAFE_REMOTE.match(path):
+    if norm != path or not _SAFE_REMOTE.fullmatch(path):
         raise DeviceError("?", f"path {path!r}", f"outside {WORKDIR} or not a plain path")
     return path
 
@@ -115,9 +143,8 @@ class AdbDevice:
         except AdbTimeout:
             self._kill_leftover(argv)
             return ShellResult(argv, None, "", "", time.monotonic() - start, timed_out=True)
-        except (AdbError, OSError) as e:
-            raise DeviceError(self.serial, f"shell {argv[0]}", str(e) or type(e).__name__
-                              ) from None
+        except (AdbError, OSError, EOFError) as e:
+            raise DeviceError(self.serial, f"shell {argv[0]}", adb_cause(e)) from None
         return ShellResult(argv, r.returncode, r.stdout if r.stderr or r.stdout else r.output,
                            r.stderr, time.monotonic() - start)
 
@@ -128,9 +155,8 @@ class AdbDevice:
 
             try:
                 self._v2 = "shell_v2" in self._dev.get_features().split(",")
-            except (AdbError, OSError) as e:
-                raise DeviceError(self.serial, "features", str(e) or type(e).__name__
-                                  ) from None
+            except (AdbError, OSError, EOFError) as e:
+                raise DeviceError(self.serial, "features", adb_cause(e)) from None
         return self._v2
 
     def reconnect(self) -> None:
@@ -141,7 +167,7 @@ class AdbDevice:
         if re.fullmatch(r"[\w.-]+:\d+", self.serial):
             try:
                 self._client.connect(self.serial, timeout=QUICK_TIMEOUT_S)
-            except (AdbError, OSError) as e:
+            except (AdbError, OSError, EOFError) as e:
                 raise DeviceError(self.serial, "adb connect", str(e)) from None
         self._v2 = None
         self._dev = self._client.device(self.serial)
@@ -166,14 +192,18 @@ class AdbDevice:
                 held = ""
             since_text, _, holder = held.partition(" ")
             since = int(since_text) if since_text.isdigit() else None
-            if since is not None and now is not None and now - since < STALE_LOCK_S:
+            if (since is not None and now is not None and now - since < STALE_LOCK_S
+                    and not _holder_is_dead(holder)):
                 raise DeviceError(self.serial, "lock",
                                   f"in use by another farm process ({holder}) for "
                                   f"{(now - since) / 60:.0f} min; lock {LOCK_DIR} (remove it "
                                   "if that process is gone)")
             log.warning("%s: taking over a stale farm lock (%s)", self.serial,
                         held or "no owner")
-        self._write(f"{LOCK_DIR}/owner", stamp)
+        try:
+            self._write(f"{LOCK_DIR}/owner", stamp)
+        except DeviceError as e:  # e.g. storage full: the lock holds, its owner is unknown
+            log.warning("%s: could not write the lock's owner: %s", self.serial, e)
         self._owner = stamp
 
     def unlock(self) -> None:
@@ -184,7 +214,7 @@ class AdbDevice:
             held = self.read_text(f"{LOCK_DIR}/owner").strip()
         except DeviceError:
             held = ""
-        if held == self._owner:
+        if held in (self._owner, ""):
             self.shell(["rm", "-rf", LOCK_DIR], timeout_s=QUICK_TIMEOUT_S)
         self._owner = ""
 
@@ -235,7 +265,7 @@ class AdbDevice:
 
             try:
                 self._dev.sync.push(f.name, check_remote_path(remote), mode=0o644)
-            except (AdbError, OSError) as e:
+            except (AdbError, OSError, EOFError) as e:
                 raise DeviceError(self.serial, f"write {remote}", str(e)) from None
         finally:
             Path(f.name).unlink(missing_ok=True)
@@ -258,9 +288,8 @@ class AdbDevice:
             if self._dev.sync.stat(remote).mode == 0:
                 raise DeviceError(self.serial, f"pull {remote}", "No such file or directory")
             self._dev.sync.pull(remote, Path(local))
-        except (AdbError, OSError) as e:
-            raise DeviceError(self.serial, f"pull {remote}", str(e) or type(e).__name__
-                              ) from None
+        except (AdbError, OSError, EOFError) as e:
+            raise DeviceError(self.serial, f"pull {remote}", adb_cause(e)) from None
         return Path(local).stat().st_size
 
     def push(self, local: Path, remote: str) -> int:
@@ -284,7 +313,7 @@ class AdbDevice:
                               f"{size // 1024} KiB needed")
         try:
             self._dev.sync.push(local, remote, mode=0o755)
-        except (AdbError, OSError) as e:
+        except (AdbError, OSError, EOFError) as e:
             raise DeviceError(self.serial, f"push {local.name}",
                               f"{e} (check free space and permissions in {parent})") from None
         r = self.shell(["chmod", "755", remote], timeout_s=QUICK_TIMEOUT_S)
