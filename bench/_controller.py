@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -37,22 +38,23 @@ def main() -> int:
     real_discover = api.discover_devices
     spent = {"discover_s": 0.0}
 
-    def discover(*a, **k):  # type: ignore[no-untyped-def]
+    def discover(*a: Any, **k: Any) -> Any:
         t0 = time.perf_counter()
         try:
             return real_discover(*a, **k)
         finally:
             spent["discover_s"] += time.perf_counter() - t0
 
-    api.discover_devices = discover  # type: ignore[assignment]
-    out: dict[str, object] = {"rss_after_imports_mb": _status_mb("VmRSS"), "runs": []}
+    api.discover_devices = discover
+    runs: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"rss_after_imports_mb": _status_mb("VmRSS"), "runs": runs}
     for _ in range(2):
         spent["discover_s"] = 0.0
         cpu0, t0 = time.process_time(), time.perf_counter()
         r = api.run_plan(plan, db=work / "farm.sqlite", out_dir=work / "reports",
                          cache_dir=work / "cache", vendor_dir=work / "no-vendor", report=False)
         s = r.stats
-        out["runs"].append({  # type: ignore[union-attr]
+        runs.append({
             "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0,
             "discover_s": spent["discover_s"], "runner_wall_s": s.wall_s,
             "benchmark_s": s.benchmark_s, "ok": s.samples_ok, "failed": s.samples_failed,

@@ -23,7 +23,7 @@ def main() -> int:
     def no_round(x: Any, ndigits: int | None = None) -> Any:
         return x
 
-    tool.round = no_round  # type: ignore[attr-defined]
+    tool.round = no_round
     sys.argv = ["benchmark_litert_model.py", *sys.argv[1:]]
     args = tool.parse_args()
     with contextlib.redirect_stdout(sys.stderr):

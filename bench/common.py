@@ -217,7 +217,7 @@ def start_servers(n: int) -> list[Any]:
     """`n` real adb servers on free ports, started in parallel (each takes ~3 s)."""
     from farm.sim.control import AdbServer, free_port
 
-    servers = []
+    servers: list[Any] = []
     for _ in range(n):
         port = free_port()
         while any(s.port == port for s in servers):
@@ -326,7 +326,8 @@ class ExclusiveTimer:
     `absorb=True` the wrapped calls beneath are not timed apart (they count as this call).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
         self.totals: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -347,13 +348,13 @@ class ExclusiveTimer:
                 return original(*args, **kwargs)
             parent = stack[-1][0] if stack else ""
             name = label(parent, *args, **kwargs) if callable(label) else label
-            frame = [name, 0.0, absorb]
+            frame: list[Any] = [name, 0.0, absorb]
             stack.append(frame)
-            t0 = time.perf_counter()
+            t0 = timer.clock()
             try:
                 return original(*args, **kwargs)
             finally:
-                elapsed = time.perf_counter() - t0
+                elapsed = timer.clock() - t0
                 stack.pop()
                 if stack:
                     stack[-1][1] += elapsed
@@ -365,10 +366,10 @@ class ExclusiveTimer:
         setattr(owner, attr, timed)
 
     def _stack(self) -> list[list[Any]]:
-        stack = getattr(self._local, "stack", None)
+        stack: list[list[Any]] | None = getattr(self._local, "stack", None)
         if stack is None:
             stack = self._local.stack = []
-        return stack  # type: ignore[no-any-return]
+        return stack
 
     def restore(self) -> None:
         """Put every wrapped function back."""

@@ -58,6 +58,16 @@ def run_one(name: str, quick: bool, workdir: Path) -> Section:
     return sec
 
 
+END = "<!-- end of bench/run.py output; text below (e.g. bench/soak.py --write) is kept -->"
+
+
+def _tail_of(text: str) -> str:
+    """What other tools appended to the file after run.py's part (kept on every rewrite)."""
+    if END in text:
+        return text.split(END, 1)[1]
+    return "" if "<!-- bench:" in text else text
+
+
 def _sections_of(text: str) -> dict[str, str]:
     """The benchmark sections of an existing RESULTS.md, by name."""
     pat = re.compile(r"<!-- bench:(\w+) -->\n(.*?)<!-- /bench:\1 -->\n", re.S)
@@ -121,6 +131,8 @@ def render(machine: dict[str, Any], sections: list[Section], *, quick: bool,
             lines.append(md.replace("\n\n", "\n\n" + stamp, 1))
         elif name in old_sections:
             lines.append(old_sections[name])
+    tail = _tail_of(previous).strip("\n")
+    lines += [END, ""] + ([tail, ""] if tail else [])
     return "\n".join(lines).rstrip() + "\n"
 
 
