@@ -490,7 +490,8 @@ def render_report(store_or_db: Store | Path, run_ref: str, out_dir: Path = DEFAU
         run_id = store.resolve_run(run_ref)
         data = ReportData(run=store.run(run_id), devices=store.devices(run_id),
                           variants=store.variants_frame(run_id),
-                          samples=store.load_samples(run_id))
+                          samples=store.load_samples(run_id), fidelity=store.fidelity(run_id),
+                          history=store.history_samples(until_run=run_id, max_runs=30))
         return Path(_render(data, Path(out_dir) / run_id))
     finally:
         if store is not store_or_db:

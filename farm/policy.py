@@ -576,6 +576,9 @@ def _measure(serial: str, label: str, rows: pd.DataFrame, objective: str, model:
              tail_windows: int) -> _Measured:
     reasons: list[str] = []
     notes: list[str] = []
+    if "phase" in rows.columns:  # judge a config on the samples its objective uses
+        rows = rows[rows["phase"] == ("sustained" if objective == "sustained"
+                                      else analysis.MEASURE_PHASE)]
     failed = rows[rows["status"] == "failed"]
     if len(failed):
         errors = sorted({str(e) for e in failed["error"] if str(e)})

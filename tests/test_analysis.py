@@ -472,3 +472,22 @@ def test_false_faster_rate_at_a_true_ratio_of_one_stays_at_the_ci_level(
     adaptive = analysis.quantization_verdicts(frame[frame["round"] <= frame["device"].map(stop)])
     assert len(set(stop.values())) > 2  # the looks did stop at different rounds
     assert (adaptive["verdict"] == "faster").mean() <= 0.05
+
+
+def test_many_rounds_use_the_sign_test_interval_which_agrees_with_the_bootstrap() -> None:
+    """At n >= MAX_PAIRS_FOR_BOOTSTRAP the ratio CI is the sign-test interval of the per-round
+    ratios; on lognormal data it covers the truth and overlaps the bootstrap's interval."""
+    import numpy as np
+
+    from farm import analysis
+
+    rng = np.random.default_rng(3)
+    n = analysis.MAX_PAIRS_FOR_BOOTSTRAP
+    base = 1000 * rng.lognormal(0, 0.05, n)
+    variant = 800 * rng.lognormal(0, 0.05, n)
+    fast = analysis.ratio_ci(base, variant)
+    assert fast.method.startswith("sign-test") and fast.low < 1.25 < fast.high
+    slow = analysis.ratio_ci(base[: n - 1], variant[: n - 1])
+    assert "bootstrap" in slow.method
+    assert fast.low < slow.high and slow.low < fast.high
+    assert abs(np.log(fast.high / fast.low) / np.log(slow.high / slow.low) - 1) < 0.5

@@ -1,4 +1,5 @@
-"""Config validation: every error names the file, the key path, the bad value and what is allowed."""
+"""Config validation: every error names the file, the key path, the bad value and the allowed
+values."""
 
 from __future__ import annotations
 
