@@ -675,7 +675,8 @@ def policy_section(samples: pd.DataFrame, devices: Sequence[Mapping[str, Any]],
             excluded = "; ".join(f"{e.config}: {', '.join(e.reasons)}" for e in m.excluded[:6])
             if len(m.excluded) > 6:
                 excluded += f"; and {len(m.excluded) - 6} more"
-            rows.append((tier.tier + (" [SIMULATED]" if tier.simulated else ""),
+            rows.append((tier.tier + (" [SIMULATED]" if tier.simulated
+                                      and "[SIMULATED]" not in tier.tier else ""),
                          ", ".join(labels.get(serial, label) for serial, label in
                                    zip(tier.devices, tier.device_labels, strict=False)),
                          m.model,
