@@ -45,6 +45,8 @@ HIGH_VARIANCE_CV = 0.10  # pyperf's threshold: CV >= 10 % within one sample is s
 MAX_CONSECUTIVE_DEVICE_ERRORS = 3
 GATE_POLL_S = 1.0
 SMOKE_TIMEOUT_S = 60.0
+# A closing reading this recent opens the next sample's gate without another round trip.
+FRESH_PROBE_S = 1.0
 _USAGE_FLAG = re.compile(r"--([a-z][a-z0-9_]*)=")
 BACKOFF_BASE_S = 1.0
 BACKOFF_MAX_S = 30.0
@@ -233,6 +235,7 @@ class DeviceWorker:
         self.remote_models: dict[str, str] = {}
         self.binary_argv: tuple[str, ...] = ()
         self.binary_flags: frozenset[str] = frozenset()
+        self._last_probe: tuple[float, probes.Probe] | None = None
         self.sensors = probes.SensorMap()
         self.baseline = probes.Baseline(temp_c=None)
 
@@ -319,8 +322,14 @@ class DeviceWorker:
                                               self.t.cooldown_zones)
             waited = self.monotonic() - start
             return waited, reason if ready else f"after a fixed {waited:.0f} s: {reason}", probe
+        fresh = self._last_probe
+        self._last_probe = None
         while True:
-            probe = probes.sample(self.t.device, self.sensors)
+            if fresh is not None and start - fresh[0] <= FRESH_PROBE_S:
+                probe = fresh[1]  # the previous sample's closing reading, taken just now
+            else:
+                probe = probes.sample(self.t.device, self.sensors)
+            fresh = None
             ready, reason = probes.gate_ready(probe, self.baseline, self.t.cooldown_delta_c,
                                               self.t.cooldown_zones)
             waited = self.monotonic() - start
@@ -378,6 +387,7 @@ class DeviceWorker:
             result = dev.shell(argv, timeout_s=params.timeout_s)
         ended = now_iso()
         after = probes.sample(dev, sensors)
+        self._last_probe = (self.monotonic(), after)
         series = summarize(before, after, sampler.points)
         self.stats.benchmark_s += result.duration_s
         parsed = parse_output(result.output, exit_code=result.returncode).to_dict()

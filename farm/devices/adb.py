@@ -25,7 +25,14 @@ from typing import Any
 from farm.devices import CpuCluster, DeviceInfo, ShellResult
 from farm.devices.local import file_sha256
 from farm.errors import DeviceError
-from farm.probes import cluster_cpus
+from farm.probes import (
+    CPU_ROOT,
+    THERMAL_ROOT,
+    cluster_cpus,
+    parse_discovery,
+    parse_freq,
+    parse_heads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -335,28 +342,22 @@ class AdbDevice:
             raise DeviceError(self.serial, "getprop", r.output.strip()[:200] or "no properties")
         nproc = self.shell(["nproc"], timeout_s=QUICK_TIMEOUT_S).stdout.strip()
         cpu_count = int(nproc) if nproc.isdigit() else 0
+        # one round trip for the CPU clusters and the thermal zones (by type)
+        found = self.shell(["sh", "-c", f"head -n 1 {THERMAL_ROOT}/thermal_zone*/type "
+                            f"{CPU_ROOT}/cpu*/cpufreq/cpuinfo_max_freq 2>/dev/null"],
+                           timeout_s=QUICK_TIMEOUT_S)
+        heads = parse_heads(found.stdout)
         max_khz: dict[int, int] = {}
         for c in range(cpu_count):
-            try:
-                max_khz[c] = int(self.read_text(
-                    f"/sys/devices/system/cpu/cpu{c}/cpufreq/cpuinfo_max_freq").split()[0])
-            except (DeviceError, ValueError, IndexError):
-                pass
+            khz = parse_freq(heads.get(f"{CPU_ROOT}/cpu{c}/cpufreq/cpuinfo_max_freq", ""))
+            if khz is not None:
+                max_khz[c] = khz
         clusters = tuple(CpuCluster(cpus, khz) for cpus, khz in cluster_cpus(max_khz))
         try:
             ram = parse_meminfo_mb(self.read_text("/proc/meminfo"))
         except DeviceError:
             ram = None
-        zones = []
-        misses = 0
-        for i in range(256):
-            try:
-                zones.append(self.read_text(f"/sys/class/thermal/thermal_zone{i}/type").strip())
-                misses = 0
-            except DeviceError:
-                misses += 1
-                if misses >= 3:
-                    break
+        zones = [kind for kind, _ in parse_discovery(found.stdout)[0]]
         sdk_text = props.get("ro.build.version.sdk", "")
         sdk = int(sdk_text) if sdk_text.isdigit() else None
         abis = tuple(a for a in props.get("ro.product.cpu.abilist",
