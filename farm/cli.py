@@ -101,6 +101,30 @@ def _progress(quiet: bool) -> Iterator[Callable[[Any], None]]:
         yield live
 
 
+def _gate_options(default_outputs: str = "") -> Callable[[Any], Any]:
+    """The regression-gate options `farm run --baseline` and `farm compare` share."""
+    extra = f" {default_outputs}" if default_outputs else ""
+
+    def apply(f: Any) -> Any:
+        for option in reversed((
+            click.option("--fail-on-regression", "fail_pct", type=click.FloatRange(min=0),
+                         metavar="PCT", help="Exit 1 when a case regressed by more than PCT % "
+                         "or broke."),
+            click.option("--threshold-pct", type=click.FloatRange(min=0), default=5.0,
+                         show_default=True, help="Smallest change called a regression (raised "
+                         "per case by learned noise)."),
+            click.option("--junit", type=click.Path(path_type=Path, dir_okay=False),
+                         help="Write JUnit XML, one testcase per case" + extra + "."),
+            click.option("--markdown", "markdown_file",
+                         type=click.Path(path_type=Path, dir_okay=False),
+                         help="Write a Markdown summary" + extra + "."),
+        )):
+            f = option(f)
+        return f
+
+    return apply
+
+
 @main.command()
 @click.option("--matrix", "-m", type=click.Path(path_type=Path, exists=True, dir_okay=False),
               required=True, help="The sweep file (sweep.yaml).")
@@ -118,15 +142,7 @@ def _progress(quiet: bool) -> Iterator[Callable[[Any], None]]:
 @click.option("--baseline", metavar="RUN",
               help="Compare with this run afterwards ('last': the newest finished run before "
                    "this one).")
-@click.option("--fail-on-regression", "fail_pct", type=click.FloatRange(min=0), metavar="PCT",
-              help="Exit 1 when a case regressed by more than PCT % (or broke); needs "
-                   "--baseline.")
-@click.option("--threshold-pct", type=click.FloatRange(min=0), default=5.0, show_default=True,
-              help="Smallest change called a regression (raised per case by learned noise).")
-@click.option("--junit", type=click.Path(path_type=Path, dir_okay=False),
-              help="JUnit XML of the comparison (default: <out>/<run>/compare.junit.xml).")
-@click.option("--markdown", "markdown_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Markdown summary of the comparison (default: <out>/<run>/compare.md).")
+@_gate_options(default_outputs="(default: <out>/<run>/compare.*)")
 @click.pass_context
 def run(ctx: click.Context, matrix: Path, device_patterns: tuple[str, ...],
         devices_file: Path | None, repeats: int | None, db: Path | None, out: Path,
@@ -425,16 +441,9 @@ def policy_cmd(ctx: click.Context, run_id: str, db: Path | None, objective: str,
 @click.argument("base")
 @click.argument("new", default="last")
 @click.option("--db", type=click.Path(path_type=Path))
-@click.option("--threshold-pct", type=click.FloatRange(min=0), default=5.0, show_default=True,
-              help="Smallest change called a regression (raised per case by learned noise).")
+@_gate_options()
 @click.option("--noise-k", type=click.FloatRange(min=0), default=3.0, show_default=True,
               help="Learned threshold = k × the case's night-to-night noise.")
-@click.option("--junit", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write JUnit XML (one testcase per case).")
-@click.option("--markdown", "markdown_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write a Markdown summary.")
-@click.option("--fail-on-regression", "fail_pct", type=click.FloatRange(min=0), metavar="PCT",
-              help="Exit 1 when a case regressed by more than PCT % or broke.")
 @click.option("--json", "as_json", is_flag=True, help="Print every case as JSON.")
 @click.pass_context
 def compare_cmd(ctx: click.Context, base: str, new: str, db: Path | None, threshold_pct: float,
