@@ -189,18 +189,27 @@ def mobilenet(quantization: str = "fp32") -> Path:
     return Path(v.path)
 
 
+def model_label(path: Path) -> str:
+    """How RESULTS.md names a model file."""
+    if path == TINY:
+        return "`tiny_fp32.tflite` (16x16 conv, the test model)"
+    if path.parent.name == "variants":
+        return f"MobileNetV2 0.35 96x96 fp32 (farm's cached variant {path.stem[:12]})"
+    return f"`{path.name}`"
+
+
 # ----------------------------------------------------------------------------- simulated labs
 
 
 @dataclass
 class Lab:
-    """adb servers plus simulated phones in a child process (bench/simhost.py)."""
+    """adb servers plus simulated phones in child processes (bench/simhost.py)."""
 
     root: Path
     servers: list[Any]
     phones: list[dict[str, Any]]
-    proc: subprocess.Popen[str] | None = None
-    host_usage: dict[str, float] = field(default_factory=dict)
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    host_usage: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def ports(self) -> list[int]:
@@ -211,6 +220,10 @@ class Lab:
     def serials(self) -> list[str]:
         """The phones' adb serials."""
         return [p["serial"] for p in self.phones]
+
+    def phones_cpu_s(self) -> float:
+        """CPU seconds the phone processes have used so far."""
+        return sum(proc_cpu_s(p.pid) or 0.0 for p in self.procs)
 
 
 def start_servers(n: int) -> list[Any]:
@@ -230,39 +243,55 @@ def start_servers(n: int) -> list[Any]:
 
 @contextlib.contextmanager
 def lab(root: Path, *, profile: str, phones: int, servers: int = 2, time_scale: float = 1.0,
-        seed: int = 0, adb: Sequence[Any] | None = None) -> Iterator[Lab]:
-    """Phones of one profile in a child process, spread over `servers` adb servers (new ones,
-    killed at the end, unless `adb` passes running ones in)."""
+        seed: int = 0, hosts: int = 1, adb: Sequence[Any] | None = None) -> Iterator[Lab]:
+    """Phones of one profile spread over `servers` adb servers (new ones, killed at the end,
+    unless `adb` passes running ones in), in `hosts` child processes.
+
+    With one host, phone i joins server i % servers. With several, host k runs every
+    hosts-th phone and connects them all to server k % servers: like lab hosts with their own
+    USB phones, and the phones' Python work is spread over processes (cores) instead of one GIL.
+    """
     own = adb is None
     srv = start_servers(servers) if adb is None else list(adb)
     root.mkdir(parents=True, exist_ok=True)
-    argv = [PY, str(ROOT / "bench" / "simhost.py"), "--root", str(root), "--profile", profile,
-            "--count", str(phones), "--time-scale", repr(time_scale), "--seed", str(seed)]
-    for s in srv:
-        argv += ["--server", str(s.port)]
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=open(root / "simhost.log", "ab"),  # noqa: SIM115
-                            text=True, cwd=ROOT)
-    lab_ = Lab(root=root, servers=srv, phones=[], proc=proc)
+    hosts = max(1, min(hosts, phones))
+    lab_ = Lab(root=root, servers=srv, phones=[])
     try:
-        assert proc.stdout is not None
-        line = _readline(proc, timeout_s=120 + 2 * phones)
-        lab_.phones = json.loads(line)["phones"]
+        for k in range(hosts):
+            count = len(range(k, phones, hosts))
+            mine = srv if hosts == 1 else [srv[k % len(srv)]]
+            argv = [PY, str(ROOT / "bench" / "simhost.py"), "--root", str(root / f"host{k}"),
+                    "--profile", profile, "--count", str(count), "--time-scale",
+                    repr(time_scale), "--seed", str(seed + 1000 * k)]
+            for s in mine:
+                argv += ["--server", str(s.port)]
+            with open(root / f"simhost{k}.log", "ab") as log:
+                lab_.procs.append(subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                                   stdout=subprocess.PIPE, stderr=log,
+                                                   text=True, cwd=ROOT))
+        per_host = []
+        for proc in lab_.procs:
+            line = _readline(proc, timeout_s=120 + 2 * phones)
+            per_host.append(json.loads(line)["phones"])
+        for i in range(max(len(h) for h in per_host)):  # interleave the hosts' phones
+            lab_.phones += [h[i] for h in per_host if i < len(h)]
         yield lab_
     finally:
-        with contextlib.suppress(OSError):
-            assert proc.stdin is not None
-            proc.stdin.close()
-        try:
-            last = _readline(proc, timeout_s=60)
-            lab_.host_usage = json.loads(last) if last.strip() else {}
-        except (TimeoutError, ValueError):
-            pass
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        for proc in lab_.procs:
+            with contextlib.suppress(OSError):
+                assert proc.stdin is not None
+                proc.stdin.close()
+        for proc in lab_.procs:
+            try:
+                last = _readline(proc, timeout_s=60)
+                lab_.host_usage.append(json.loads(last) if last.strip() else {})
+            except (TimeoutError, RuntimeError, ValueError):
+                pass
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
         if own:
             for s in srv:
                 s.kill()

@@ -37,8 +37,7 @@ def drive(tmp: Path, lab_: Lab, *, repeats: int, run: dict[str, Any]) -> dict[st
     sweep, devices = write_configs(tmp / "cfg", lab_, model=TINY, delegates=("cpu",),
                                    repeats=repeats, run=run)
     pids = adb_server_pids(lab_.ports)
-    sim_pid = lab_.proc.pid if lab_.proc else 0
-    sim0 = proc_cpu_s(sim_pid) or 0.0
+    sim0 = lab_.phones_cpu_s()
     adb0 = sum(proc_cpu_s(p) or 0.0 for p in pids)
     r = subprocess.run([PY, str(ROOT / "bench" / "_controller.py"), str(sweep), str(devices),
                         str(tmp / "work")], capture_output=True, text=True, timeout=3600,
@@ -46,7 +45,7 @@ def drive(tmp: Path, lab_: Lab, *, repeats: int, run: dict[str, Any]) -> dict[st
     if r.returncode != 0:
         raise RuntimeError(f"controller exited {r.returncode}: {r.stderr[-800:]}")
     out: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
-    out["phones_cpu_s"] = (proc_cpu_s(sim_pid) or 0.0) - sim0
+    out["phones_cpu_s"] = lab_.phones_cpu_s() - sim0
     out["adb_cpu_s"] = sum(proc_cpu_s(p) or 0.0 for p in pids) - adb0
     out["adb_pids"] = len(pids)
     return out
@@ -68,7 +67,7 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
         for n in (small, big):
             say(f"controller: {n} flagship phones on 2 adb servers, controller in a child")
             lab_ = stack.enter_context(lab(tmp / f"phones{n}", profile="flagship", phones=n,
-                                           servers=2))
+                                           servers=2, hosts=2))
             load0 = load_average()
             results[n] = drive(tmp / f"run{n}", lab_, repeats=repeats, run=run_params)
             results[n]["load_avg"] = [load0, load_average()]
@@ -97,8 +96,9 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
     sec.figures = {"results": results, "marginal_cpu_s_per_device_run": marginal_cpu,
                    "marginal_rss_mb_per_device": marginal_rss}
     sec.add(f"Profile `flagship` at time scale 1, tiny model, CPU delegate, {repeats} repeats "
-            f"per phone, params {run_params}. Controller and phones are separate processes; "
-            f"2 adb servers. Every sample ok on every phone: {'yes' if everything_ok else 'NO'}.")
+            f"per phone, params {run_params}. The controller is one process; the phones run "
+            "in 2 others, one per adb server. Every sample ok on every phone: "
+            f"{'yes' if everything_ok else 'NO'}.")
     sec.add()
     sec.table(["phones", "run", "samples ok", "failed/skipped", "wall s",
                "of which discovery s", "controller CPU s", "CPU / wall (cores)",

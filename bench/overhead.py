@@ -23,6 +23,7 @@ from bench.common import (
     fmt,
     lab,
     mobilenet,
+    model_label,
     pct,
     say,
     write_configs,
@@ -101,7 +102,8 @@ def measure(tmp: Path, *, phones: int, profile: str, model: Path, time_scale: fl
     """Warm run, then an instrumented run; the figures of the second."""
     from farm import api
 
-    with lab(tmp / "phones", profile=profile, phones=phones, time_scale=time_scale) as lab_:
+    with lab(tmp / "phones", profile=profile, phones=phones, time_scale=time_scale,
+             hosts=2) as lab_:
         sweep, devices = write_configs(tmp / "cfg", lab_, model=model, delegates=delegates,
                                        repeats=repeats, run=run)
         plan = api.load_plan(sweep, devices_file=devices)
@@ -134,7 +136,7 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
     repeats = 2 if quick else 5
     delegates = ("cpu",) if quick else ("cpu", "xnnpack")
     with tempfile.TemporaryDirectory(prefix="bench-overhead-", dir=workdir) as d:
-        say(f"overhead: {phones} flagship phone(s), {model.name}, warm cache")
+        say(f"overhead: {phones} flagship phone(s), {model_label(model)}, warm cache")
         m = measure(Path(d), phones=phones, profile="flagship", model=model, time_scale=1.0,
                     run=run_params, repeats=repeats, delegates=delegates)
     s = m["second"]
@@ -156,7 +158,7 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
                    "gate_wait_s": m["gate_wait_s"],
                    "breakdown_s_per_device": {k: v / phones for k, v in m["timer"].totals.items()}}
     sec.add(f"{phones} simulated flagship phone(s) at time scale 1 (phones take real time), "
-            f"model `{model.name}`, delegates {', '.join(delegates)}, {repeats} repeats, "
+            f"model {model_label(model)}, delegates {', '.join(delegates)}, {repeats} repeats, "
             f"benchmark_model params {run_params}; {m['samples']} samples in the measured "
             "(second) run.")
     sec.add()

@@ -29,8 +29,8 @@ from bench.common import (
     load_average,
     median,
     mobilenet,
+    model_label,
     pct,
-    proc_cpu_s,
     say,
     write_configs,
 )
@@ -41,8 +41,7 @@ GOAL = 1.1
 def _one_run(plan: Any, tmp: Path, lab_: Lab) -> dict[str, Any]:
     from farm import api
 
-    pid = lab_.proc.pid if lab_.proc else 0
-    sim0 = proc_cpu_s(pid) or 0.0
+    sim0 = lab_.phones_cpu_s()
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     r = api.run_plan(plan, db=tmp / "farm.sqlite", out_dir=tmp / "reports",
@@ -50,7 +49,7 @@ def _one_run(plan: Any, tmp: Path, lab_: Lab) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     return {"wall_s": wall, "runner_wall_s": r.stats.wall_s, "stats": r.stats,
             "controller_cpu_s": time.process_time() - cpu0,
-            "phones_cpu_s": (proc_cpu_s(pid) or 0.0) - sim0, "run_id": r.run_id}
+            "phones_cpu_s": lab_.phones_cpu_s() - sim0, "run_id": r.run_id}
 
 
 def run(quick: bool, workdir: Path | None = None) -> Section:
@@ -62,6 +61,7 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
     sizes = [1, 4] if quick else [1, 4, 6, 16]
     reps = 1 if quick else 2
     model = TINY if quick else mobilenet("fp32")
+    name = model_label(model)
     delegates = ["cpu"] if quick else ["cpu", "xnnpack"]
     repeats = 2 if quick else 3
     run_params = {"warmup_runs": 1, "warmup_min_secs": 0.2, "num_runs": 20, "min_secs": 1.0}
@@ -81,7 +81,7 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
         for n in sizes:
             say(f"parallel: starting {n} {profile} phone(s) on 2 new adb servers")
             lab_ = stack.enter_context(lab(root / f"phones{n}", profile=profile, phones=n,
-                                           servers=2))
+                                           servers=2, hosts=2))
             sweep, devices = write_configs(root / f"cfg{n}", lab_, model=model,
                                            delegates=delegates, repeats=repeats,
                                            run=run_params)
@@ -141,9 +141,10 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
         "bytes_pushed_first_second": pushed, "first_run_wall_s": first_walls,
         "load_avg_before_after": [load0, load1]}
     sec.add(f"Profile `{profile}` on every phone, time scale 1 (samples take real time), model "
-            f"`{model.name}`, delegates {', '.join(delegates)}, {repeats} repeats "
-            f"({samples[sizes[0]]} samples per phone), params {run_params}. Phones alternate "
-            f"between the 2 adb servers. {reps} timed warm run(s) per size in ABBA order; "
+            f"{name}, delegates {', '.join(delegates)}, {repeats} repeats "
+            f"({samples[sizes[0]]} samples per phone), params {run_params}. Each adb server "
+            "has its own phone process (bench/simhost.py), as a lab host has its own USB "
+            f"phones. {reps} timed warm run(s) per size in ABBA order; "
             "medians shown. Load average before/after the timed runs: "
             f"{load0[0]:.2f} / {load1[0]:.2f}.")
     sec.add()
