@@ -24,6 +24,7 @@ from bench.common import (
     ExclusiveTimer,
     Lab,
     Section,
+    adb_server_pids,
     fmt,
     lab,
     load_average,
@@ -31,6 +32,7 @@ from bench.common import (
     mobilenet,
     model_label,
     pct,
+    proc_cpu_s,
     say,
     write_configs,
 )
@@ -42,6 +44,8 @@ def _one_run(plan: Any, tmp: Path, lab_: Lab) -> dict[str, Any]:
     from farm import api
 
     sim0 = lab_.phones_cpu_s()
+    pids = adb_server_pids(lab_.ports)
+    adb0 = sum(proc_cpu_s(p) or 0.0 for p in pids)
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     r = api.run_plan(plan, db=tmp / "farm.sqlite", out_dir=tmp / "reports",
@@ -49,7 +53,8 @@ def _one_run(plan: Any, tmp: Path, lab_: Lab) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     return {"wall_s": wall, "runner_wall_s": r.stats.wall_s, "stats": r.stats,
             "controller_cpu_s": time.process_time() - cpu0,
-            "phones_cpu_s": lab_.phones_cpu_s() - sim0, "run_id": r.run_id}
+            "phones_cpu_s": lab_.phones_cpu_s() - sim0,
+            "adb_cpu_s": sum(proc_cpu_s(p) or 0.0 for p in pids) - adb0, "run_id": r.run_id}
 
 
 def run(quick: bool, workdir: Path | None = None) -> Section:
@@ -70,6 +75,7 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
     runner_walls: dict[int, list[float]] = {n: [] for n in sizes}
     cpus: dict[int, list[float]] = {n: [] for n in sizes}
     phone_cpus: dict[int, list[float]] = {n: [] for n in sizes}
+    adb_cpus: dict[int, list[float]] = {n: [] for n in sizes}
     pushed: dict[int, tuple[int, int]] = {}
     first_walls: dict[int, float] = {}
     samples: dict[int, int] = {}
@@ -106,6 +112,7 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
             runner_walls[n].append(m["runner_wall_s"])
             cpus[n].append(m["controller_cpu_s"])
             phone_cpus[n].append(m["phones_cpu_s"])
+            adb_cpus[n].append(m["adb_cpu_s"])
         load1 = load_average()
         base = median(walls[sizes[0]])
         base_runner = median(runner_walls[sizes[0]])
@@ -134,10 +141,12 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
         w, rw = median(walls[n]), median(runner_walls[n])
         rows.append([n, fmt(w, 2), f"**{w / base:.3f}**", fmt(rw, 2), f"{rw / base_runner:.3f}",
                      fmt(median(cpus[n]), 2), fmt(median(phone_cpus[n]), 2),
+                     fmt(median(adb_cpus[n]), 2),
                      f"{pushed[n][0]:,} / {pushed[n][1]:,}"])
     sec.figures = {
         "sizes": sizes, "wall_s": walls, "runner_wall_s": runner_walls,
         "ratio_at_largest": ratio, "controller_cpu_s": cpus, "phones_cpu_s": phone_cpus,
+        "adb_cpu_s": adb_cpus,
         "bytes_pushed_first_second": pushed, "first_run_wall_s": first_walls,
         "load_avg_before_after": [load0, load1]}
     sec.add(f"Profile `{profile}` on every phone, time scale 1 (samples take real time), model "
@@ -149,7 +158,7 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
             f"{load0[0]:.2f} / {load1[0]:.2f}.")
     sec.add()
     sec.table(["phones", "run_plan wall s", "ratio to 1 phone", "runner wall s",
-               "runner ratio", "controller CPU s", "phones' CPU s (child)",
+               "runner ratio", "controller CPU s", "phones' CPU s", "adb servers' CPU s",
                "bytes pushed: first / second run"], rows)
     if pushed:
         n = big
