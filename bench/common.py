@@ -35,6 +35,8 @@ TINY = ROOT / "tests" / "data" / "models" / "tiny_fp32.tflite"
 
 # ----------------------------------------------------------------------------- results
 
+VERDICTS = {"met": "met", "missed": "**missed**", "inconclusive": "inconclusive (noise)"}
+
 
 @dataclass
 class Section:
@@ -43,7 +45,8 @@ class Section:
     name: str
     title: str
     goal: str = ""
-    verdict: str = ""  # "met" | "missed" | "" (no goal, or not measurable here)
+    # "met" | "missed" | "inconclusive" (the CI straddles the goal) | "" (not judged)
+    verdict: str = ""
     headline: str = ""  # the one figure for the summary table
     lines: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
@@ -65,7 +68,7 @@ class Section:
         """The section as RESULTS.md shows it."""
         head = [f"<!-- bench:{self.name} -->", f"## {self.title}", ""]
         if self.goal:
-            mark = {"met": "met", "missed": "**missed**"}.get(self.verdict, "not judged")
+            mark = VERDICTS.get(self.verdict, "not judged")
             head += [f"Goal: {self.goal}. Result: {mark}.", ""]
         tail = [f"_({self.seconds:.0f} s)_", f"<!-- /bench:{self.name} -->", ""]
         return "\n".join(head + self.lines + tail)

@@ -95,6 +95,7 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
     rows = []
     figures: dict[str, Any] = {}
     worst_real = 0.0
+    judged: list[tuple[float, float, float]] = []  # farm's paired ratios on the real model
     for label, path, warmup, runs in models:
         for threads in threads_list:
             say(f"fidelity: {label}, {threads} thread(s), {repeats} interleaved repeats")
@@ -105,15 +106,24 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
                 rows.append([label, threads, runner, fmt(median(res[runner]), 2),
                              _ci(paired(res[runner], bare)), _ci(paired(res[runner], tool)),
                              pct(cv(res[runner]))])
-            to_bare = paired(res["farm-benchmark-model"], bare)[0]
-            to_tool = paired(res["farm-benchmark-model"], tool)[0]
+            pb = paired(res["farm-benchmark-model"], bare)
+            pt = paired(res["farm-benchmark-model"], tool)
+            to_bare, to_tool = pb[0], pt[0]
             if path != TINY:
                 worst_real = max(worst_real, abs(to_bare - 1), abs(to_tool - 1))
+                judged += [pb, pt]
                 if threads == 1:
                     sec.headline = (f"MobileNetV2, 1 thread: farm / bare loop {to_bare:.3f}, "
                                     f"farm / LiteRT tool {to_tool:.3f} (paired medians)")
-    if len(models) > 1:
-        sec.verdict = "met" if worst_real <= GOAL else "missed"
+    if judged:
+        # met: every point estimate within the goal; missed: some CI wholly outside it;
+        # otherwise the noise is too large to tell
+        if worst_real <= GOAL:
+            sec.verdict = "met"
+        elif any(lo > 1 + GOAL or hi < 1 - GOAL for _, lo, hi in judged):
+            sec.verdict = "missed"
+        else:
+            sec.verdict = "inconclusive"
     sec.figures = {"repeats": repeats, "results_us": figures, "worst_abs_dev_real": worst_real}
     sec.add(f"{repeats} repeats per runner, one process each, interleaved in random order per "
             "round. Each process runs the same warmup and timed run counts (tiny: 200 + 5000; "
@@ -129,14 +139,17 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
         sec.add("Judged on MobileNetV2 (the tiny model's few microseconds are mostly per-call "
                 "cost): the largest deviation of farm-benchmark-model from either reference "
                 f"(paired median ratio) is {pct(worst_real)}. With 2 threads on a 2-core "
-                "machine shared with other work, the CV shows how far to trust the figures.")
+                "machine shared with other work, the CV shows how far to trust the figures: a "
+                "point estimate past 3 % whose CI still reaches inside it is inconclusive, not "
+                "missed.")
         sec.add()
     sec.add("Caveats: benchmark_litert_model.py runs LiteRT's CompiledModel API "
             "(`run_by_name` with tensor buffers), not the Interpreter, so part of its gap to "
             "the other two is that API's per-call cost. farm-benchmark-model stores each run "
             "as `(end_ns - start_ns) // 1000` (farm/hostbench.py run_loop), which floors "
             "every run and biases the mean down by 0.5 µs on average (the C++ tool subtracts "
-            "two microsecond timestamps, unbiased on average): ~10 % of a 5 µs model, 0.1 % "
-            "of MobileNetV2.")
+            "two microsecond timestamps, unbiased on average): ~15 % of the tiny model at 1 "
+            "thread, which is its gap to the bare loop, and 0.1 % of MobileNetV2. Fix in "
+            "farm/hostbench.py run_loop: `end // 1000 - start // 1000`.")
     sec.add()
     return sec

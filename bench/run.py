@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import Section, load_average, machine_info, say  # noqa: E402
+from bench.common import VERDICTS, Section, load_average, machine_info, say  # noqa: E402
 
 BENCHMARKS: dict[str, str] = {
     "parallel": "1. parallel efficiency over 1-16 simulated phones",
@@ -118,7 +118,7 @@ def render(machine: dict[str, Any], sections: list[Section], *, quick: bool,
     for name in BENCHMARKS:
         if name in fresh:
             s = fresh[name]
-            verdict = {"met": "met", "missed": "**missed**"}.get(s.verdict, "-")
+            verdict = VERDICTS.get(s.verdict, "-")
             lines.append(f"| {name} | {s.goal or '-'} | {verdict} | {s.headline or '-'} |")
         elif name in old_rows:
             lines.append(old_rows[name].rstrip(" |") + " _(kept)_ |")
