@@ -108,7 +108,7 @@ def render(machine: dict[str, Any], sections: list[Section], *, quick: bool,
         f"| farm git sha | {machine['farm_git_sha']} |",
         f"| ai-edge-litert / adbutils | {machine['ai_edge_litert']} / {machine['adbutils']} |",
         f"| load average at start (1/5/15 min) | {machine['load_avg_at_start']} |",
-        f"| bench wall time | {wall_s / 60:.1f} min |",
+        f"| wall time of this invocation | {wall_s / 60:.1f} min |",
         "",
     ]
     if old_sections and set(old_sections) - set(fresh):
