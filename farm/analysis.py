@@ -69,7 +69,7 @@ MIN_N_FOR_VERDICT = 3
 HIGH_VARIANCE_CV = 0.10
 #: Pairs from which the speedup CI switches from the log-ratio t-interval to the bootstrap.
 MIN_PAIRS_FOR_BOOTSTRAP = 10
-BOOTSTRAP_RESAMPLES = 4999
+BOOTSTRAP_RESAMPLES = 1999  # percentile CI endpoints settle well before this
 MAX_PAIRS_FOR_BOOTSTRAP = 200  # beyond this, an order-statistic CI (same answer, no resampling)
 #: Smallest speedup (or slowdown) called a difference, as asv's factor and IREE's threshold do.
 MIN_EFFECT = 0.05

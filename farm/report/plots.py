@@ -302,7 +302,7 @@ class FigureBudget:
     sections always get their figures.
     """
 
-    def __init__(self, max_figures: int = 32, max_bytes: int = 2_500_000, dpi: int = 90) -> None:
+    def __init__(self, max_figures: int = 24, max_bytes: int = 2_500_000, dpi: int = 90) -> None:
         self.max_figures = max_figures
         self.max_bytes = max_bytes
         self.dpi = dpi
