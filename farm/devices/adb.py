@@ -465,20 +465,29 @@ def selected(serial: str, model: str, fleet: Any) -> bool:
 
 
 def discover(fleet: Any) -> list[tuple[AdbDevice, DeviceInfo]]:
-    """Usable phones (state `device`) on every adb server in devices.yaml."""
-    out = []
-    for server, client, serial, state in list_all(fleet.adb_servers or (DEFAULT_SERVER,)):
-        if client is None or state != "device":
-            continue
-        dev = AdbDevice(client, serial, server=server)
+    """Usable phones (state `device`) on every adb server in devices.yaml.
+
+    Facts are collected from all phones at once (a few round trips each), so discovery
+    does not grow with the size of the lab.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    devs = [AdbDevice(client, serial, server=server)
+            for server, client, serial, state in list_all(fleet.adb_servers or (DEFAULT_SERVER,))
+            if client is not None and state == "device"]
+
+    def facts(dev: AdbDevice) -> DeviceInfo | None:
         try:
-            info = dev.info()
+            return dev.info()
         except DeviceError as e:
-            log.warning("%s: skipped: %s", serial, e)
-            continue
-        if selected(serial, info.model, fleet):
-            out.append((dev, info))
-    return out
+            log.warning("%s: skipped: %s", dev.serial, e)
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(32, len(devs))),
+                            thread_name_prefix="farm-discover") as pool:
+        infos = list(pool.map(facts, devs))
+    return [(d, i) for d, i in zip(devs, infos, strict=True)
+            if i is not None and selected(d.serial, i.model, fleet)]
 
 
 def doctor(fleet: Any) -> list[dict[str, Any]]:
