@@ -84,6 +84,8 @@ def instrument(timer: ExclusiveTimer) -> None:
     timer.wrap(sampler.Sampler, "__exit__", "sampler stop (joins an in-flight probe)")
     timer.wrap(probes, "sample", _probe_label)
     timer.wrap(adb.AdbDevice, "shell", _shell_label)
+    # device facts: read once per device and run, during discovery (which may use a pool)
+    timer.wrap(adb.AdbDevice, "info", "run_plan: device facts (AdbDevice.info)", absorb=True)
 
 
 def breakdown_rows(timer: ExclusiveTimer, devices: int, wall_s: float) -> list[list[str]]:
