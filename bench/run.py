@@ -121,7 +121,8 @@ def render(machine: dict[str, Any], sections: list[Section], *, quick: bool,
             verdict = VERDICTS.get(s.verdict, "-")
             lines.append(f"| {name} | {s.goal or '-'} | {verdict} | {s.headline or '-'} |")
         elif name in old_rows:
-            lines.append(old_rows[name].rstrip(" |") + " _(kept)_ |")
+            row = re.sub(r"(\s*_\(kept\)_)*\s*\|\s*$", "", old_rows[name])
+            lines.append(row + " _(kept)_ |")
     lines.append("")
     for name in BENCHMARKS:
         if name in fresh:

@@ -94,6 +94,8 @@ def test_render_keeps_other_sections_and_appended_text() -> None:
     third = run.render(machine, [c], quick=False, previous=second)
     assert "old parallel body" not in third and "new parallel body" in third
     assert third.count("soak body") == 1 and "new overhead body" in third
+    fourth = run.render(machine, [c], quick=False, previous=third)
+    assert "7 % _(kept)_ |" in fourth and "_(kept)_ _(kept)_" not in fourth
 
 
 def test_synthetic_store_rows_load_back(tmp_path: Path) -> None:
