@@ -216,7 +216,7 @@ def run_loop(
             if str(exc) not in errors:
                 errors.append(str(exc))
         end = clock_ns()
-        samples.append((end - start) // 1000)
+        samples.append(end // 1000 - start // 1000)  # µs timestamps, as the C++ tool takes
         pause = run_delay
         if run_frequency > 0:
             pause = next_finish_s - clock_ns() * 1e-9
