@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from farm.errors import ConfigError
+from farm.hashing import file_sha256
 from farm.models import (
     CALIBRATION_KINDS,
     CHANNEL_ORDERS,
@@ -247,14 +248,6 @@ def load_calibration(spec: CalibrationSpec, input_shape: Sequence[int | None]) -
     return _load_random(spec, shape)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def calibration_fingerprint(spec: CalibrationSpec) -> str:
     """sha256 over everything the calibration batch is made of, without building it.
 
@@ -273,7 +266,7 @@ def calibration_fingerprint(spec: CalibrationSpec) -> str:
         validate_preprocess(spec.preprocess, where=spec.path)
         folder = Path(spec.path)
         material["files"] = [
-            [p.relative_to(folder).as_posix(), _file_sha256(p)] for p in select_images(spec)
+            [p.relative_to(folder).as_posix(), file_sha256(p)] for p in select_images(spec)
         ]
         material["preprocess"] = spec.preprocess.to_dict()
         material["preprocess_recipe"] = PREPROCESS_RECIPE_VERSION
@@ -281,7 +274,7 @@ def calibration_fingerprint(spec: CalibrationSpec) -> str:
         path = Path(spec.path)
         if not path.is_file():
             raise ConfigError(f"{path}: calibration .npy file does not exist")
-        material["sha256"] = _file_sha256(path)
+        material["sha256"] = file_sha256(path)
     else:
         validate_preprocess(spec.preprocess, where="random calibration")
         material["seed"] = spec.seed

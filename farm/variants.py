@@ -45,6 +45,7 @@ from typing import IO, Any
 
 from farm.calibration import calibration_fingerprint, calibration_label
 from farm.errors import ConfigError, ConversionError
+from farm.hashing import file_sha256
 from farm.models import MODEL_KINDS, QUANTIZATIONS, CalibrationSpec, ModelSource, ModelVariant
 
 log = logging.getLogger(__name__)
@@ -82,15 +83,6 @@ class VariantEvent:
 # Content hashes
 
 
-def sha256_file(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sha256_tree(root: Path) -> str:
     """A deterministic hash of a directory: sorted relative POSIX paths and their files' sha256.
 
@@ -102,7 +94,7 @@ def sha256_tree(root: Path) -> str:
         key=lambda p: p.relative_to(root).as_posix(),
     )
     for p in files:
-        h.update(p.relative_to(root).as_posix().encode() + b"\0" + sha256_file(p).encode() + b"\n")
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + file_sha256(p).encode() + b"\n")
     return h.hexdigest()
 
 
@@ -158,7 +150,7 @@ def source_fingerprint(source: ModelSource) -> str:
     problem = model_file_problem(path, "tflite" if source.kind == "tflite" else "")
     if problem:
         raise ConfigError(f"model {source.name!r}: {path}: {problem}")
-    return sha256_file(path)
+    return file_sha256(path)
 
 
 def _arch_name(arch: str) -> str:
@@ -432,7 +424,7 @@ def _store(cache_dir: Path, key: str, produced: Path,
            meta: dict[str, Any]) -> tuple[Path, str, int]:
     """Move a produced .tflite into the cache under `key` and write its metadata last."""
     dest = cache_dir / f"{key}.tflite"
-    sha = sha256_file(produced)
+    sha = file_sha256(produced)
     size = produced.stat().st_size
     os.replace(produced, dest)  # same filesystem: the work dir lives inside cache_dir
     meta = {**meta, "schema_version": CACHE_SCHEMA_VERSION, "key": key, "sha256": sha,
@@ -451,7 +443,7 @@ def _lookup(cache_dir: Path, key: str) -> dict[str, Any] | None:
     if meta.get("schema_version") != CACHE_SCHEMA_VERSION or meta.get("key") != key:
         return None
     try:
-        intact = tfl.stat().st_size == meta.get("size_bytes") and sha256_file(tfl) == meta["sha256"]
+        intact = tfl.stat().st_size == meta.get("size_bytes") and file_sha256(tfl) == meta["sha256"]
     except (OSError, KeyError):
         intact = False
     if not intact:

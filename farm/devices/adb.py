@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from farm.devices import CpuCluster, DeviceInfo, ShellResult
-from farm.devices.local import file_sha256
 from farm.errors import DeviceError
+from farm.hashing import file_sha256
 from farm.probes import (
     CPU_ROOT,
     THERMAL_ROOT,

@@ -7,7 +7,6 @@ the host's CPU.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import shutil
@@ -21,6 +20,7 @@ from typing import Any
 
 from farm.devices import CpuCluster, DeviceInfo, ShellResult
 from farm.errors import DeviceError
+from farm.hashing import file_sha256
 from farm.probes import cluster_cpus
 
 HOST_SERIAL = "host"
@@ -56,15 +56,6 @@ def _ram_mb() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class LocalDevice:
