@@ -67,6 +67,7 @@ def _progress(quiet: bool) -> Iterator[Callable[[Any], None]]:
                 click.echo(f"variants: {getattr(event, 'message', event)}", err=True)
         yield plain
         return
+    from rich.markup import escape as esc  # device text is data, never rich markup
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -82,22 +83,22 @@ def _progress(quiet: bool) -> Iterator[Callable[[Any], None]]:
         def live(event: Any) -> None:
             kind = getattr(event, "kind", "")
             if kind == "run_started":
-                bar.update(task, total=event.total, description=f"run {event.message}")
+                bar.update(task, total=event.total, description=f"run {esc(event.message)}")
             elif kind == "sample_started" and event.case:
-                bar.update(task, description=f"{event.device} {event.case.label()}")
+                bar.update(task, description=esc(f"{event.device} {event.case.label()}"))
             elif kind == "sample_finished":
                 bar.update(task, completed=event.index)
                 if event.status != "ok":
-                    bar.console.print(f"[yellow]{event.device} "
-                                      f"{event.case.label() if event.case else ''}: "
-                                      f"{event.status}[/] {event.message}", markup=True,
+                    label = event.case.label() if event.case else ""
+                    bar.console.print(f"[yellow]{esc(f'{event.device} {label}: {event.status}')}"
+                                      f"[/] {esc(event.message)}", markup=True,
                                       highlight=False)
             elif kind in ("device_ready", "gate", "device_error"):
-                bar.update(task, description=f"{event.device}: {event.message}")
+                bar.update(task, description=esc(f"{event.device}: {event.message}"))
             else:
                 msg = getattr(event, "message", None)
                 if msg:
-                    bar.update(task, description=f"variants: {msg}")
+                    bar.update(task, description=esc(f"variants: {msg}"))
         yield live
 
 

@@ -225,3 +225,30 @@ def test_run_fail_on_regression_needs_a_baseline(db: Path, tmp_path: Path,
     r = _run(db, tmp_path, "--fail-on-regression", "10")
     assert r.exit_code == 2 and "needs --baseline" in r.output
     assert fake_run["day"] == 10  # nothing ran
+
+
+def test_live_progress_shows_device_text_verbatim(monkeypatch) -> None:
+    """Serials, model names and benchmark_model errors are data: square brackets in them must
+    neither be read as rich markup nor break the live display (a stray `[/]` would raise)."""
+    import io
+
+    from rich.console import Console
+
+    from farm import cli
+    from farm.models import Case
+    from farm.runner import Event
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli.sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr("rich.progress.get_console",
+                        lambda: Console(file=buf, force_terminal=False, width=200))
+    case = Case(case_id="x", device="d[/b]", model="m[/]", quantization="fp32",
+                delegate="cpu", threads=1)
+    with cli._progress(False) as on:
+        on(Event(kind="run_started", total=1, message="r[/x]"))
+        on(Event(kind="sample_started", device="[red]phone", case=case))
+        on(Event(kind="sample_finished", device="[red]phone", case=case, index=1, total=1,
+                 status="failed", message="ERROR: [/bold] bad [i]flag"))
+        on(Event(kind="gate", device="p", message="cooling [/z]"))
+    assert "ERROR: [/bold] bad [i]flag" in buf.getvalue()
+    assert "[red]phone m[/]/fp32/cpu/t1: failed" in buf.getvalue()
