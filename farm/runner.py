@@ -463,8 +463,9 @@ class DeviceWorker:
                               phase="sustained")
                 return
             self._store(record, case)
-            after = record.env_series.get("after")
-            gate = (0.0, SUSTAINED_GATE, _probe_from(after) if after else gate[2])
+            # the next window starts at once; its "before" is this window's closing reading
+            last, self._last_probe = self._last_probe, None
+            gate = (0.0, SUSTAINED_GATE, last[1] if last else gate[2])
 
     def _store(self, record: SampleRecord, case: Case) -> None:
         self.store.append(record)  # committed before the next sample starts
@@ -690,17 +691,6 @@ class DeviceWorker:
 def windows_of(spec: SustainedSpec) -> int:
     """How many windows a sustained case runs."""
     return max(1, math.ceil(spec.duration_s / spec.window_s - 1e-9))
-
-
-def _probe_from(d: Mapping[str, Any]) -> probes.Probe:
-    """A Probe back from its to_dict() form (for chaining sustained windows)."""
-    return probes.Probe(
-        has_sensors=bool(d.get("has_sensors")), temps_c=tuple((d.get("temps_c") or {}).items()),
-        thermal_status=d.get("thermal_status"), battery_level=d.get("battery_level"),
-        battery_temp_c=d.get("battery_temp_c"), charging=d.get("charging") or "",
-        cur_freq_khz=tuple(d.get("cur_freq_khz") or ()),
-        max_freq_khz=tuple(d.get("max_freq_khz") or ()),
-        hw_max_freq_khz=tuple(d.get("hw_max_freq_khz") or ()), uptime_s=d.get("uptime_s"))
 
 
 def _fmt_temp(t: float | None) -> str:
