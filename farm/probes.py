@@ -206,10 +206,13 @@ _SECTIONS = ("@@mem", "@@thermal", "@@battery")
 
 def tick_argv(sensors: SensorMap, process_name: str = "") -> list[str]:
     """One `sh -c` that reads every sensor of an Android device at once (one adb round trip).
-
-    The script is fixed; the only interpolated values are sysfs paths farm discovered and the
-    process name, each shell-quoted.
     """
+    return ["sh", "-c", tick_script(sensors, process_name)]
+
+
+def tick_script(sensors: SensorMap, process_name: str = "") -> str:
+    """The script of `tick_argv`. It is fixed; the only interpolated values are sysfs paths
+    farm discovered and the process name, each shell-quoted."""
     files = ["/proc/uptime", *(path for _, path in sensors.zones)]
     for c in sensors.cpus:
         base = f"{CPU_ROOT}/cpu{c}/cpufreq"
@@ -224,7 +227,7 @@ def tick_argv(sensors: SensorMap, process_name: str = "") -> list[str]:
         script += "dumpsys thermalservice 2>/dev/null; echo @@battery; dumpsys battery 2>/dev/null"
     else:
         script += "echo @@battery"
-    return ["sh", "-c", script]
+    return script
 
 
 def parse_tick(text: str, sensors: SensorMap) -> Probe:
@@ -300,8 +303,10 @@ def _read(device: Device, path: str) -> str | None:
 def discover(device: Device, *, cpu_count: int, android: bool) -> SensorMap:
     """Find thermal zones (by type, never by index) and cpufreq CPUs."""
     if android:
-        r = device.shell(DISCOVER_ARGV, timeout_s=PROBE_TIMEOUT_S)
-        zs, cs = parse_discovery(r.stdout)
+        listing = getattr(device, "sensor_listing", None)  # read with the facts (adb)
+        text = listing() if callable(listing) else \
+            device.shell(DISCOVER_ARGV, timeout_s=PROBE_TIMEOUT_S).stdout
+        zs, cs = parse_discovery(text)
         return SensorMap(zones=zs, cpus=cs, has_dumpsys=True)
     zones = []
     misses = 0

@@ -254,28 +254,35 @@ class DeviceWorker:
         idle baseline. Raises DeviceError/BenchmarkError; the caller records the cases."""
         dev = self.t.device
         work = getattr(dev, "workdir", "/data/local/tmp/farm")
-        lock = getattr(dev, "lock", None)
-        if callable(lock):
-            lock(f"farm pid {os.getpid()} on {socket.gethostname()}, run {self.run_id}")
+        binary: tuple[Path, str] | None = None
         if self.t.binary.local_path is not None:
-            remote = f"{work}/bin/{self.t.binary.sha256[:16]}/benchmark_model"
-            self.stats.bytes_pushed += dev.push(self.t.binary.local_path, remote)
-            self.binary_argv = (remote,)
+            binary = (self.t.binary.local_path,
+                      f"{work}/bin/{self.t.binary.sha256[:16]}/benchmark_model")
+        models: dict[str, tuple[Path, str]] = {}
+        for case in cases:
+            v = self.variants.get((case.model, case.quantization))
+            if v is not None and v.status == "ok":
+                models.setdefault(v.sha256, (Path(v.path), f"{work}/models/{v.sha256}.tflite"))
+        extras = [(Path(f), f"{work}/{Path(f).name}")
+                  for name in sorted({c.delegate for c in cases})
+                  for f in self.delegates[name].extra_files]
+        lock = getattr(dev, "lock", None)
+        if callable(lock):  # one round trip on a phone: the lock plus the sha256 of every file
+            lock(f"farm pid {os.getpid()} on {socket.gethostname()}, run {self.run_id}",
+                 hash_paths=[r for _, r in [*([binary] if binary else []),
+                                           *models.values(), *extras]])
+        if binary is not None:
+            self.stats.bytes_pushed += dev.push(*binary)
+            self.binary_argv = (binary[1],)
         else:
             self.binary_argv = self.t.binary.argv_prefix
         self.binary_flags = self.smoke_check()
-        for case in cases:
-            v = self.variants.get((case.model, case.quantization))
-            if v is None or v.status != "ok" or v.sha256 in self.remote_models:
-                continue
-            remote = f"{work}/models/{v.sha256}.tflite"
-            self.stats.bytes_pushed += dev.push(Path(v.path), remote)
-            self.remote_models[v.sha256] = remote
-        extra = []
-        for name in sorted({c.delegate for c in cases}):
-            for f in self.delegates[name].extra_files:
-                extra.append(f"{work}/{Path(f).name}")
-                self.stats.bytes_pushed += dev.push(Path(f), extra[-1])
+        for sha, (local, remote) in models.items():
+            self.stats.bytes_pushed += dev.push(local, remote)
+            self.remote_models[sha] = remote
+        extra = [remote for _, remote in extras]
+        for local, remote in extras:
+            self.stats.bytes_pushed += dev.push(local, remote)
         cleanup = getattr(dev, "cleanup", None)
         if callable(cleanup):
             keep = [*self.binary_argv[:1], *self.remote_models.values(), *extra]
@@ -287,6 +294,7 @@ class DeviceWorker:
         self.sensors = probes.discover(dev, cpu_count=self.t.info.cpu_count, android=android)
         idle = probes.sample(dev, self.sensors)
         self.baseline = probes.Baseline(temp_c=idle.max_temp_c, probe=idle)
+        self._last_probe = (self.monotonic(), idle)  # the first gate's first reading
         self.emit(kind="device_ready", bytes_pushed=self.stats.bytes_pushed,
                   message=f"{self.t.info.label}: staged, baseline "
                           f"{_fmt_temp(idle.max_temp_c)}")
@@ -381,12 +389,20 @@ class DeviceWorker:
         match = self._process_match(graph)
         dev, sensors = self.t.device, self.sensors
         started = now_iso()
+        # On a phone the closing probe rides in the benchmark's own shell: one round trip.
+        shell_then = getattr(dev, "shell_then", None) if sensors.has_dumpsys else None
+        after_text: str | None = None
         with Sampler(lambda: probes.sample(dev, sensors, process_name=match),
                      hz=self.t.sampler_hz if sensors.zones or sensors.cpus or
                      sensors.has_dumpsys or match else 0.0) as sampler:
-            result = dev.shell(argv, timeout_s=params.timeout_s)
+            if callable(shell_then):
+                result, after_text = shell_then(argv, probes.tick_script(sensors),
+                                                timeout_s=params.timeout_s)
+            else:
+                result = dev.shell(argv, timeout_s=params.timeout_s)
         ended = now_iso()
-        after = probes.sample(dev, sensors)
+        after = (probes.parse_tick(after_text, sensors) if after_text is not None
+                 else probes.sample(dev, sensors))
         self._last_probe = (self.monotonic(), after)
         series = summarize(before, after, sampler.points)
         self.stats.benchmark_s += result.duration_s

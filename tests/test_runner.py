@@ -188,6 +188,12 @@ def test_cooldown_gate_waits_for_temperature(tmp_path: Path) -> None:
                             sleep=lambda d: clock.__setitem__("t", clock["t"] + d),
                             monotonic=lambda: clock["t"])
     w.stage([p.case for p in planned])  # baseline 30 °C
+    probes_before = len(dev.calls)
+    waited, reason, probe = w.wait_cool()
+    # the idle reading staging just took opens the first gate: no second probe
+    assert (reason, waited, probe.max_temp_c, len(dev.calls)) == ("cool", 0.0, 30.0,
+                                                                   probes_before)
+    clock["t"] += runner.FRESH_PROBE_S + 1  # later, the gate reads the sensors itself
     waited, reason, probe = w.wait_cool()
     assert reason == "cool" and probe.max_temp_c == 31.0
     assert waited == 2.0  # 45 and 44 °C were over baseline + 2: two polls, then cool

@@ -27,7 +27,7 @@ from farm.errors import DeviceError
 from farm.hashing import file_sha256
 from farm.probes import (
     CPU_ROOT,
-    THERMAL_ROOT,
+    DISCOVER_ARGV,
     cluster_cpus,
     parse_discovery,
     parse_freq,
@@ -43,6 +43,7 @@ LOCK_DIR = f"{WORKDIR}/lock"
 STALE_LOCK_S = 12 * 3600  # a lock older than this (by the phone's clock) is taken over
 STALE_FILE_S = 14 * 86400  # unused models/binaries older than this are removed
 SIMULATED_PROP = "ro.farm.simulated"
+_UNKNOWN: Any = object()
 _GETPROP_RE = re.compile(r"^\[([^\]]+)\]: \[(.*)\]$")
 _SAFE_REMOTE = re.compile(r"^/data/local/tmp/farm(/[A-Za-z0-9._-]+)+$")
 
@@ -121,6 +122,119 @@ def check_remote_path(path: str) -> str:
     return path
 
 
+# Fixed scripts for `sh -c`: every value reaches them as a positional argument ($1, $2, ...),
+# each shell-quoted by shlex.join, never pasted into the script text.
+
+# $1 workdir, $2 lock dir, $3 owner text, then paths to hash. One round trip for the lock, the
+# phone's clock and the sha256 of every file the run is about to push.
+LOCK_SCRIPT = (
+    'now=$(date +%s); echo "@@now $now"; mkdir -p "$1" || exit 3; '
+    'if mkdir "$2" 2>/dev/null; then echo @@lock taken; '
+    "printf '%s %s\\n' \"$now\" \"$3\" > \"$2/owner\"; "
+    'else echo @@lock held; cat "$2/owner" 2>/dev/null; fi; '
+    'echo @@sha256; shift 3; if [ $# -gt 0 ]; then sha256sum "$@" 2>/dev/null; fi; exit 0')
+
+# $1 lock dir, $2 our owner line: remove the lock only if it is ours (or has no owner).
+UNLOCK_SCRIPT = (
+    'h=$(cat "$1/owner" 2>/dev/null); '
+    'if [ -z "$h" ] || [ "$h" = "$2" ]; then rm -rf "$1"; echo @@released; '
+    'else echo "@@kept $h"; fi')
+
+# $1 workdir, then the files in use (touched, so their age is the time since last use).
+CLEANUP_SCRIPT = (
+    'd=$1; shift; if [ $# -gt 0 ]; then touch -c "$@"; fi; echo "@@now $(date +%s)"; '
+    'stat -c "%Y %n" "$d"/models/* "$d"/bin/* "$d"/tmp/* 2>/dev/null; exit 0')
+
+# One round trip for the facts `info` needs.
+INFO_SCRIPT = ("getprop; echo @@nproc; nproc; echo @@sensors; "
+               f"{DISCOVER_ARGV[2]}; echo @@meminfo; cat /proc/meminfo")
+
+
+def split_sections(text: str, names: Sequence[str]) -> dict[str, str]:
+    """Split a script's output at `@@name` marker lines -> {"": before, name: body} (pure).
+
+    A marker line may carry words after the name (`@@now 1700000000`); they start its body.
+    Line ends are normalised (a legacy shell on a pty answers CRLF).
+    """
+    text = text.replace("\r\n", "\n")
+    pattern = r"^@@(" + "|".join(re.escape(n) for n in names) + r")(?: (.*))?$"
+    parts = re.split(pattern, text, flags=re.MULTILINE)
+    out = {"": parts[0]}
+    for i in range(1, len(parts) - 2, 3):
+        rest = parts[i + 1]
+        body = parts[i + 2]
+        body = body[1:] if body.startswith("\n") else body
+        out[parts[i]] = (rest + "\n" if rest is not None else "") + body
+    return out
+
+
+def parse_sha256sum(text: str) -> dict[str, str]:
+    """`sha256sum FILE...` output -> {path: hex} (pure); unreadable files are absent."""
+    out = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r"([0-9a-f]{64})\s+\*?(\S.*)", line.strip())
+        if m:
+            out[m.group(2)] = m.group(1)
+    return out
+
+
+def parse_lock_reply(text: str) -> tuple[int | None, bool, str, dict[str, str]]:
+    """LOCK_SCRIPT's output -> (phone epoch, taken by us?, holder line if held, sha256s) (pure).
+    """
+    sec = split_sections(text, ("now", "lock", "sha256"))
+    now_text = sec.get("now", "").strip()
+    lock = sec.get("lock", "").strip()
+    status, _, held = lock.partition("\n")
+    return (int(now_text) if now_text.isdigit() else None, status == "taken",
+            held.strip(), parse_sha256sum(sec.get("sha256", "")))
+
+
+def parse_stat_listing(text: str) -> tuple[int | None, list[tuple[int, str]]]:
+    """CLEANUP_SCRIPT's output -> (phone epoch, [(mtime, path)]) (pure)."""
+    sec = split_sections(text, ("now",))
+    lines = sec.get("now", "").splitlines()
+    now_text = lines[0].strip() if lines else ""
+    entries = []
+    for line in lines[1:]:
+        mtime, _, path = line.strip().partition(" ")
+        if mtime.isdigit() and path:
+            entries.append((int(mtime), path))
+    return (int(now_text) if now_text.isdigit() else None, entries)
+
+
+def stale_entries(entries: Sequence[tuple[int, str]], keep: Sequence[str], now: int | None,
+                  workdir: str = WORKDIR, stale_s: float = STALE_FILE_S) -> list[str]:
+    """Which entries of models/, bin/ and tmp/ to remove (pure): not in use and not used for
+    stale_s, or anything in tmp/ (partial pushes, output files) that is not in use."""
+    out = []
+    for mtime, path in entries:
+        sub, _, name = path[len(workdir) + 1:].partition("/")
+        if not path.startswith(workdir + "/") or sub not in ("models", "bin", "tmp") \
+                or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            continue
+        if any(k == path or k.startswith(path + "/") for k in keep):
+            continue
+        if sub == "tmp" or (now is not None and now - mtime > stale_s):
+            out.append(path)
+    return out
+
+
+def closing_probe_argv(argv: Sequence[str], probe_script: str, marker: str) -> list[str]:
+    """argv, then (in the same `sh -c`, so in the same adb round trip) a probe script whose
+    output follows a marker line; the exit status stays argv's."""
+    script = f'"$@"; rc=$?; echo; echo {shlex.quote(marker)}; {probe_script}; exit $rc'
+    return ["sh", "-c", script, "farm-sample", *argv]
+
+
+def split_closing_probe(stdout: str, marker: str) -> tuple[str, str | None]:
+    """(the command's own stdout, the probe's output or None) from closing_probe_argv's
+    stdout (pure). The marker's leading newline is the script's, not the command's."""
+    found = list(re.finditer(r"\r?\n" + re.escape(marker) + r"\r?\n", stdout))
+    if not found:
+        return stdout, None
+    return stdout[:found[-1].start()], stdout[found[-1].end():].replace("\r\n", "\n")
+
+
 class AdbDevice:
     """A phone behind an adb server."""
 
@@ -135,6 +249,8 @@ class AdbDevice:
         self._info: DeviceInfo | None = None
         self._v2: bool | None = None
         self._owner = ""
+        self._sensor_listing: str | None = None
+        self._known_sha: dict[str, str | None] = {}
 
     # ----------------------------------------------------------------- protocol
 
@@ -182,21 +298,23 @@ class AdbDevice:
         if r.returncode not in (0, None):
             raise DeviceError(self.serial, "reconnect", f"`true` exited {r.returncode}")
 
-    def lock(self, owner: str) -> None:
+    def lock(self, owner: str, *, hash_paths: Sequence[str] = ()) -> None:
         """Take the phone for this farm process: `mkdir` of LOCK_DIR is atomic on the phone.
 
         A lock held by another farm process raises DeviceError naming the holder; one older
-        than STALE_LOCK_S by the phone's clock is taken over (and logged).
+        than STALE_LOCK_S by the phone's clock is taken over (and logged). The same round trip
+        learns the phone's sha256 of `hash_paths`, which `push` then uses instead of asking.
         """
-        now = self._phone_epoch()
+        paths = [check_remote_path(p) for p in hash_paths]
+        r = self.shell(["sh", "-c", LOCK_SCRIPT, "farm-lock", WORKDIR, LOCK_DIR, owner, *paths],
+                       timeout_s=QUICK_TIMEOUT_S * 4)
+        if r.timed_out or r.returncode not in (0, None):
+            raise DeviceError(self.serial, "lock", r.output.strip()[:200] or
+                              ("timed out" if r.timed_out else f"exit {r.returncode}"))
+        now, taken, held, shas = parse_lock_reply(r.stdout)
+        self._known_sha = {p: shas.get(p) for p in paths}
         stamp = f"{now} {owner}"
-        r = self.shell(["mkdir", "-p", WORKDIR], timeout_s=QUICK_TIMEOUT_S)
-        r = self.shell(["mkdir", LOCK_DIR], timeout_s=QUICK_TIMEOUT_S)
-        if r.returncode != 0:
-            try:
-                held = self.read_text(f"{LOCK_DIR}/owner").strip()
-            except DeviceError:
-                held = ""
+        if not taken:
             since_text, _, holder = held.partition(" ")
             since = int(since_text) if since_text.isdigit() else None
             if (since is not None and now is not None and now - since < STALE_LOCK_S
@@ -207,51 +325,36 @@ class AdbDevice:
                                   "if that process is gone)")
             log.warning("%s: taking over a stale farm lock (%s)", self.serial,
                         held or "no owner")
-        try:
-            self._write(f"{LOCK_DIR}/owner", stamp)
-        except DeviceError as e:  # e.g. storage full: the lock holds, its owner is unknown
-            log.warning("%s: could not write the lock's owner: %s", self.serial, e)
+            try:
+                self._write(f"{LOCK_DIR}/owner", stamp)
+            except DeviceError as e:  # e.g. storage full: the lock holds, owner unknown
+                log.warning("%s: could not write the lock's owner: %s", self.serial, e)
+        elif r.stderr.strip():  # the owner line could not be written (storage full)
+            log.warning("%s: could not write the lock's owner: %s", self.serial,
+                        r.stderr.strip()[:200])
         self._owner = stamp
 
     def unlock(self) -> None:
-        """Release the lock if it is still ours."""
+        """Release the lock if it is still ours (one round trip)."""
         if not self._owner:
             return
-        try:
-            held = self.read_text(f"{LOCK_DIR}/owner").strip()
-        except DeviceError:
-            held = ""
-        if held in (self._owner, ""):
-            self.shell(["rm", "-rf", LOCK_DIR], timeout_s=QUICK_TIMEOUT_S)
-        self._owner = ""
+        owner, self._owner = self._owner, ""
+        r = self.shell(["sh", "-c", UNLOCK_SCRIPT, "farm-unlock", LOCK_DIR, owner],
+                       timeout_s=QUICK_TIMEOUT_S)
+        if "@@kept" in r.stdout:
+            log.info("%s: the lock is no longer ours; left in place (%s)", self.serial,
+                     r.stdout.strip())
 
     def cleanup(self, keep: Sequence[str]) -> list[str]:
         """Remove farm's stale files: entries of models/ and bin/ that this run does not use
         and that no run has used for STALE_FILE_S, plus leftover partial/output files.
-        Files in use are touched, so their age is the time since they were last used."""
-        keep_set = {check_remote_path(k) for k in keep}
-        if keep_set:
-            self.shell(["touch", "-c", *sorted(keep_set)], timeout_s=QUICK_TIMEOUT_S)
-        now = self._phone_epoch()
-        removed: list[str] = []
-        for sub in ("models", "bin", "tmp"):
-            d = f"{WORKDIR}/{sub}"
-            r = self.shell(["ls", "-1", d], timeout_s=QUICK_TIMEOUT_S)
-            if r.returncode != 0:
-                continue
-            names = [n for n in r.stdout.split() if re.fullmatch(r"[A-Za-z0-9._-]+", n)]
-            paths = [f"{d}/{n}" for n in names]
-            used = {p for p in paths if any(k == p or k.startswith(p + "/") for k in keep_set)}
-            candidates = [p for p in paths if p not in used]
-            if not candidates:
-                continue
-            st = self.shell(["stat", "-c", "%Y %n", *candidates], timeout_s=QUICK_TIMEOUT_S)
-            for line in st.stdout.splitlines():
-                mtime, _, path = line.strip().partition(" ")
-                old = (mtime.isdigit() and now is not None
-                       and now - int(mtime) > STALE_FILE_S)
-                if path in candidates and (old or sub == "tmp"):
-                    removed.append(path)
+        Files in use are touched, so their age is the time since they were last used.
+        One round trip, plus one `rm` when there is something to remove."""
+        keep_set = sorted({check_remote_path(k) for k in keep})
+        r = self.shell(["sh", "-c", CLEANUP_SCRIPT, "farm-cleanup", WORKDIR, *keep_set],
+                       timeout_s=QUICK_TIMEOUT_S)
+        now, entries = parse_stat_listing(r.stdout)
+        removed = stale_entries(entries, keep_set, now)
         if removed:
             self.shell(["rm", "-rf", *removed], timeout_s=QUICK_TIMEOUT_S)
         return removed
@@ -306,7 +409,9 @@ class AdbDevice:
         check_remote_path(remote)
         local = Path(local)
         want = file_sha256(local)
-        if self.remote_sha256(remote) == want:
+        known = self._known_sha.pop(remote, _UNKNOWN)
+        have = self.remote_sha256(remote) if known is _UNKNOWN else known
+        if have == want:
             return 0
         size = local.stat().st_size
         parent = posixpath.dirname(remote)
@@ -336,28 +441,23 @@ class AdbDevice:
         """Facts from getprop, /proc and /sys (collected once, then cached)."""
         if self._info is not None:
             return self._info
-        r = self.shell(["getprop"], timeout_s=QUICK_TIMEOUT_S)
-        props = parse_getprop(r.stdout)
+        r = self.shell(["sh", "-c", INFO_SCRIPT], timeout_s=QUICK_TIMEOUT_S)
+        sec = split_sections(r.stdout, ("nproc", "sensors", "meminfo"))
+        props = parse_getprop(sec[""])
         if not props:
             raise DeviceError(self.serial, "getprop", r.output.strip()[:200] or "no properties")
-        nproc = self.shell(["nproc"], timeout_s=QUICK_TIMEOUT_S).stdout.strip()
+        nproc = sec.get("nproc", "").strip()
         cpu_count = int(nproc) if nproc.isdigit() else 0
-        # one round trip for the CPU clusters and the thermal zones (by type)
-        found = self.shell(["sh", "-c", f"head -n 1 {THERMAL_ROOT}/thermal_zone*/type "
-                            f"{CPU_ROOT}/cpu*/cpufreq/cpuinfo_max_freq 2>/dev/null"],
-                           timeout_s=QUICK_TIMEOUT_S)
-        heads = parse_heads(found.stdout)
+        self._sensor_listing = sec.get("sensors", "")
+        heads = parse_heads(self._sensor_listing)
         max_khz: dict[int, int] = {}
         for c in range(cpu_count):
             khz = parse_freq(heads.get(f"{CPU_ROOT}/cpu{c}/cpufreq/cpuinfo_max_freq", ""))
             if khz is not None:
                 max_khz[c] = khz
         clusters = tuple(CpuCluster(cpus, khz) for cpus, khz in cluster_cpus(max_khz))
-        try:
-            ram = parse_meminfo_mb(self.read_text("/proc/meminfo"))
-        except DeviceError:
-            ram = None
-        zones = [kind for kind, _ in parse_discovery(found.stdout)[0]]
+        ram = parse_meminfo_mb(sec.get("meminfo", ""))
+        zones = [kind for kind, _ in parse_discovery(self._sensor_listing)[0]]
         sdk_text = props.get("ro.build.version.sdk", "")
         sdk = int(sdk_text) if sdk_text.isdigit() else None
         abis = tuple(a for a in props.get("ro.product.cpu.abilist",
@@ -378,6 +478,26 @@ class AdbDevice:
                                 "hexagon": props.get("ro.farm.hexagon", "0")}.items())))
         self._info = info
         return info
+
+    def sensor_listing(self) -> str:
+        """The output of probes.DISCOVER_ARGV: read with the device facts, else now."""
+        if self._sensor_listing is None:
+            self._sensor_listing = self.shell(DISCOVER_ARGV, timeout_s=QUICK_TIMEOUT_S).stdout
+        return self._sensor_listing
+
+    def shell_then(self, argv: Sequence[str], script: str, *,
+                   timeout_s: float) -> tuple[ShellResult, str | None]:
+        """Run argv, then `script` (a fixed probe script) in the same round trip.
+
+        Returns argv's result (its own stdout, argv as given) and the script's output, or
+        None when argv timed out (the caller probes separately then).
+        """
+        marker = f"@@farm-after-{os.urandom(6).hex()}"
+        r = self.shell(closing_probe_argv(argv, script, marker), timeout_s=timeout_s)
+        own, after = split_closing_probe(r.stdout, marker)
+        return (ShellResult(tuple(str(a) for a in argv), r.returncode, own, r.stderr,
+                            r.duration_s, timed_out=r.timed_out),
+                None if r.timed_out else after)
 
     # ----------------------------------------------------------------- helpers
 

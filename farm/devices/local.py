@@ -146,8 +146,9 @@ class LocalDevice:
         except OSError as e:
             raise DeviceError(self.serial, f"pull {remote}", e.strerror or str(e)) from None
 
-    def lock(self, owner: str) -> None:
-        """One farm process at a time benchmarks on this machine (flock on workdir/.lock)."""
+    def lock(self, owner: str, *, hash_paths: Sequence[str] = ()) -> None:
+        """One farm process at a time benchmarks on this machine (flock on workdir/.lock).
+        `hash_paths` is for remote devices (push compares local files here)."""
         import fcntl
 
         Path(self.workdir).mkdir(parents=True, exist_ok=True)
