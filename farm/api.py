@@ -163,20 +163,6 @@ def build_variants(sweep: Sweep, *, cache_dir: Path,
                   cache_dir=cache_dir / "variants", on_event=on_event)
 
 
-def calibration_label(sweep: Sweep) -> str:
-    """How int8/int16x8 variants were calibrated, for provenance and the report."""
-    cal = sweep.calibration
-    if cal is None:
-        return ""
-    if cal.kind == "random":
-        return f"random (explicit), {cal.num_samples} samples, seed {cal.seed}"
-    if cal.kind == "npy":
-        return f"npy:{cal.path} ({cal.num_samples} samples)"
-    p = cal.preprocess
-    return (f"images:{cal.path} ({cal.num_samples} samples; resize {p.resize}, centre crop "
-            f"{p.center_crop:g}, {p.channel_order}, mean {list(p.mean)}, std {list(p.std)})")
-
-
 # ----------------------------------------------------------------------------- runs
 
 @dataclass
@@ -221,6 +207,7 @@ def run_plan(p: Plan, *, db: Path = DEFAULT_DB, out_dir: Path = DEFAULT_REPORTS,
              vendor_dir: Path | None = None) -> RunResult:
     """Build variants, plan the matrix, run it on every device, store and report."""
     from farm import runner
+    from farm.calibration import calibration_description
     from farm.runner import DeviceTarget
 
     on_event = on_event or (lambda e: None)
@@ -259,7 +246,8 @@ def run_plan(p: Plan, *, db: Path = DEFAULT_DB, out_dir: Path = DEFAULT_REPORTS,
                 tf_version=_version("tensorflow"), litert_version=_version("ai-edge-litert"),
                 host=f"{socket.gethostname()} ({platform.platform()})",
                 git_sha=_git_sha(Path(sweep.source_file).resolve().parent),
-                calibration=calibration_label(sweep), seed=sweep.seed, repeats=sweep.repeats)
+                calibration=calibration_description(sweep.calibration), seed=sweep.seed,
+                repeats=sweep.repeats)
         with _sigterm_as_interrupt():
             try:
                 variants = build_variants(sweep, cache_dir=cache_dir, on_event=on_event)

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +57,25 @@ PREPROCESS_RECIPE_VERSION = 1
 
 
 def calibration_label(spec: CalibrationSpec) -> str:
-    """How the report names this calibration: "images:<path>", "npy:<path>", "random (explicit)"."""
+    """How a variant names its calibration: "images:<path>", "npy:<path>", "random (explicit)"."""
     if spec.kind == "random":
         return "random (explicit)"
     return f"{spec.kind}:{spec.path}"
+
+
+def calibration_description(spec: CalibrationSpec | None) -> str:
+    """The run's calibration in full (the label plus sample count, seed or preprocessing), for
+    provenance and the report; "" when the sweep has none."""
+    if spec is None:
+        return ""
+    label = calibration_label(spec)
+    if spec.kind == "random":
+        return f"{label}, {spec.num_samples} samples, seed {spec.seed}"
+    if spec.kind == "npy":
+        return f"{label} ({spec.num_samples} samples)"
+    p = spec.preprocess
+    return (f"{label} ({spec.num_samples} samples; resize {p.resize}, centre crop "
+            f"{p.center_crop:g}, {p.channel_order}, mean {list(p.mean)}, std {list(p.std)})")
 
 
 def validate_preprocess(pre: Preprocess, channels: int | None = None, *, where: str = "") -> None:
@@ -224,6 +240,10 @@ def _load_random(spec: CalibrationSpec, input_shape: Sequence[int | None]) -> np
         )
     shape = tuple(int(d) for d in input_shape)  # type: ignore[arg-type]
     pre = spec.preprocess
+    # A mean/std that is the same for every channel (the default 127.5) fits any input, an
+    # image's 3 channels or a feature vector's 4 values; only per-channel values must match.
+    pre = replace(pre, mean=pre.mean if len(set(pre.mean)) > 1 else pre.mean[:1],
+                  std=pre.std if len(set(pre.std)) > 1 else pre.std[:1])
     validate_preprocess(pre, shape[-1] if shape else 1, where="random calibration")
     rng = np.random.default_rng(spec.seed)
     pixels = rng.integers(0, 256, size=(spec.num_samples, *shape)).astype(np.float32)

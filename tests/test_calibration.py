@@ -16,6 +16,7 @@ from PIL import Image
 
 from farm.calibration import (
     calibration_fingerprint,
+    calibration_description,
     calibration_label,
     list_images,
     load_calibration,
@@ -205,6 +206,24 @@ def test_unknown_input_dims_are_refused_for_images() -> None:
     spec = CalibrationSpec(kind="images", path=str(IMAGES))
     with pytest.raises(ConfigError, match="known shape"):
         load_calibration(spec, (None, None, 3))
+
+
+def test_random_calibration_for_a_feature_vector() -> None:
+    """A [4] input (not an image): the default mean/std (one value for all channels) applies;
+    per-channel values for 3 channels do not, and say so."""
+    batch = load_calibration(CalibrationSpec(kind="random", num_samples=5, seed=1), [4])
+    assert batch.shape == (5, 4) and batch.dtype == np.float32
+    assert -1.0 <= float(batch.min()) and float(batch.max()) <= 1.0
+    per_channel = CalibrationSpec(kind="random", num_samples=5, preprocess=Preprocess(
+        mean=(1.0, 2.0, 3.0), std=(1.0, 1.0, 1.0)))
+    with pytest.raises(ConfigError, match=r"preprocess.mean: 3 values for a 4-channel input"):
+        load_calibration(per_channel, [4])
+    # the full description names what was used, for the run's provenance
+    assert calibration_description(CalibrationSpec(kind="random", num_samples=5, seed=1)) == \
+        "random (explicit), 5 samples, seed 1"
+    assert calibration_description(None) == ""
+    assert calibration_description(CalibrationSpec(kind="npy", path="a.npy", num_samples=9)) == \
+        "npy:a.npy (9 samples)"
 
 
 def test_random_only_for_kind_random_and_seeded() -> None:
