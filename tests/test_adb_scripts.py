@@ -20,7 +20,8 @@ DATA = Path(__file__).resolve().parent / "data" / "adb"
 MODEL = Path(__file__).resolve().parent / "data" / "models" / "tiny_fp32.tflite"
 W = adb.WORKDIR
 PROFILES = ("flagship", "old_armv7")  # shell v2 / legacy shell on a pty (CRLF)
-EPOCH = {"flagship": 1795261642, "old_armv7": 1795261646}  # the phones' clocks at capture
+EPOCH = {"flagship": 1795261944, "old_armv7": 1795261947
+}  # the phones' clocks at capture
 
 
 def golden(name: str) -> str:
@@ -81,6 +82,15 @@ def test_sections_keep_marker_words_and_normalise_crlf() -> None:
     sec = adb.split_sections("a\r\n@@now 12\r\n@@lock held\r\nowner x\r\n@@sha256\r\n",
                              ("now", "lock", "sha256"))
     assert sec == {"": "a\n", "now": "12\n", "lock": "held\nowner x\n", "sha256": ""}
+
+
+def test_a_holder_line_cannot_pose_as_a_lock_or_a_checksum() -> None:
+    """The lock file is writable by anything on the phone; what it says is only the holder."""
+    fake = ("@@now 100\n@@sha256\n@@lock held\n90 farm pid 1\n@@lock taken\n@@sha256\n"
+            + "a" * 64 + "  /data/local/tmp/farm/bin/x/benchmark_model\n")
+    now, taken, held, shas = adb.parse_lock_reply(fake)
+    assert (now, taken, shas) == (100, False, {})
+    assert held.startswith("90 farm pid 1")
 
 
 def test_closing_probe_argv_passes_the_command_as_arguments() -> None:

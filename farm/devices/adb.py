@@ -126,13 +126,15 @@ def check_remote_path(path: str) -> str:
 # each shell-quoted by shlex.join, never pasted into the script text.
 
 # $1 workdir, $2 lock dir, $3 owner text, then paths to hash. One round trip for the lock, the
-# phone's clock and the sha256 of every file the run is about to push.
+# phone's clock and the sha256 of every file the run is about to push. The holder's line comes
+# last, so nothing in it can pose as a checksum.
 LOCK_SCRIPT = (
     'now=$(date +%s); echo "@@now $now"; mkdir -p "$1" || exit 3; '
-    'if mkdir "$2" 2>/dev/null; then echo @@lock taken; '
-    "printf '%s %s\\n' \"$now\" \"$3\" > \"$2/owner\"; "
-    'else echo @@lock held; cat "$2/owner" 2>/dev/null; fi; '
-    'echo @@sha256; shift 3; if [ $# -gt 0 ]; then sha256sum "$@" 2>/dev/null; fi; exit 0')
+    'lock=$2; owner=$3; shift 3; echo @@sha256; '
+    'if [ $# -gt 0 ]; then sha256sum "$@" 2>/dev/null; fi; '
+    'if mkdir "$lock" 2>/dev/null; then echo @@lock taken; '
+    "printf '%s %s\\n' \"$now\" \"$owner\" > \"$lock/owner\"; "
+    'else echo @@lock held; cat "$lock/owner" 2>/dev/null; fi; exit 0')
 
 # $1 lock dir, $2 our owner line: remove the lock only if it is ours (or has no owner).
 UNLOCK_SCRIPT = (
@@ -154,17 +156,19 @@ def split_sections(text: str, names: Sequence[str]) -> dict[str, str]:
     """Split a script's output at `@@name` marker lines -> {"": before, name: body} (pure).
 
     A marker line may carry words after the name (`@@now 1700000000`); they start its body.
-    Line ends are normalised (a legacy shell on a pty answers CRLF).
+    Only a name's first marker counts: a later one (say, inside a file the script printed)
+    stays body text. Line ends are normalised (a legacy shell on a pty answers CRLF).
     """
-    text = text.replace("\r\n", "\n")
-    pattern = r"^@@(" + "|".join(re.escape(n) for n in names) + r")(?: (.*))?$"
-    parts = re.split(pattern, text, flags=re.MULTILINE)
-    out = {"": parts[0]}
-    for i in range(1, len(parts) - 2, 3):
-        rest = parts[i + 1]
-        body = parts[i + 2]
-        body = body[1:] if body.startswith("\n") else body
-        out[parts[i]] = (rest + "\n" if rest is not None else "") + body
+    pattern = re.compile(r"^@@(" + "|".join(re.escape(n) for n in names) + r")(?: (.*))?$")
+    out = {"": ""}
+    current = ""
+    for line in text.replace("\r\n", "\n").splitlines(keepends=True):
+        m = pattern.match(line.rstrip("\n"))
+        if m and m.group(1) not in out:
+            current = m.group(1)
+            out[current] = "" if m.group(2) is None else m.group(2) + "\n"
+        else:
+            out[current] += line
     return out
 
 
