@@ -50,8 +50,10 @@ Choices, stated once:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -161,17 +163,11 @@ class RatioCI:
 
 def median_ci(values: Iterable[float], level: float = 0.95) -> MedianCI:
     """Order-statistic CI for the median of `values` (NaNs dropped); see the module docstring."""
-    x = np.sort(np.asarray([v for v in values if not _isnan(v)], dtype=float))
+    x = np.sort(_non_nan(values))
     n = len(x)
     if n < 2:
         return MedianCI(math.nan, math.nan, math.nan, "none (n<2)", 0, 0, True)
-    best: tuple[int, float] | None = None
-    ranks = np.arange(1, (n + 1) // 2 + 1)
-    coverages = 1.0 - 2.0 * stats.binom.cdf(ranks - 1, n, 0.5)  # decreasing in the rank
-    ok = np.nonzero(coverages >= level)[0]
-    if len(ok):
-        # later ranks are narrower; keep the last that qualifies
-        best = (int(ranks[ok[-1]]), float(coverages[ok[-1]]))
+    best = _median_ci_rank(n, float(level))
     if best is None:
         coverage = 1.0 - 2.0 * 0.5**n
         return MedianCI(float(x[0]), float(x[-1]), coverage,
@@ -186,7 +182,7 @@ def median_ci(values: Iterable[float], level: float = 0.95) -> MedianCI:
 
 def coefficient_of_variation(values: Iterable[float]) -> float:
     """Sample standard deviation (ddof=1) over the mean; NaN with fewer than 2 values."""
-    x = np.asarray([v for v in values if not _isnan(v)], dtype=float)
+    x = _non_nan(values)
     if len(x) < 2 or float(np.mean(x)) == 0.0:
         return math.nan
     return float(np.std(x, ddof=1) / np.mean(x))
@@ -194,17 +190,130 @@ def coefficient_of_variation(values: Iterable[float]) -> float:
 
 def stability_flags(sample_avgs: Sequence[float]) -> tuple[str, ...]:
     """Flags about a case's spread: `high_variance` (CV ≥ 10 %) and `low_n` (no 95 % median CI)."""
-    values = [v for v in sample_avgs if not _isnan(v)]
+    values = _non_nan(sample_avgs)
+    return _stability(values, coefficient_of_variation(values))
+
+
+def _stability(values: np.ndarray, cv: float) -> tuple[str, ...]:
+    """stability_flags of NaN-free `values` whose CV is already known."""
     flags: list[str] = []
-    cv = coefficient_of_variation(values)
     if not math.isnan(cv) and cv >= HIGH_VARIANCE_CV:
         flags.append("high_variance")
-    if median_ci(values).low_n:
+    if len(values) < 2 or _median_ci_rank(len(values), 0.95) is None:  # median_ci(...).low_n
         flags.append("low_n")
     return tuple(flags)
 
 
-def summarize(samples: pd.DataFrame, *, exclude_tainted: bool = True,
+class Cases:
+    """The samples of one run grouped by case once, for statistics that look at each case.
+
+    Built by `group_cases`; `summarize`, `speedups` and `quantization_verdicts` accept it in
+    place of a samples frame, so a report groups its 100k samples once instead of once per
+    table, and the per-case results every table needs (delegation coverage, per-round medians)
+    are computed once. Per case it keeps row positions into the normalized frame and works on
+    numpy columns: no pandas operation per case. Results are exactly those of the frame path.
+    """
+
+    __slots__ = ("frame", "phase", "keys", "positions", "_cols", "_coverage", "_rounds")
+
+    def __init__(self, samples: pd.DataFrame, *, phase: str | None = MEASURE_PHASE,
+                 normalized: bool = False) -> None:
+        df = samples if normalized else _normalized(samples)
+        if phase is not None:
+            df = df[df["phase"] == phase]
+        self.frame: pd.DataFrame = df
+        self.phase = phase
+        self.keys, self.positions = _group_positions(df, CASE_KEYS)
+        self._cols: dict[str, np.ndarray] = {}
+        self._coverage: dict[int, tuple[str, str]] = {}
+        self._rounds: dict[tuple[int, bool], tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def col(self, name: str, *, numeric: bool = False, as_str: bool = False) -> np.ndarray:
+        """A column of the normalized frame as a numpy array (numeric ones, and any column
+        when `numeric`, as float with NaN for what is not a number; `as_str`: the values of
+        `column.astype(str)`)."""
+        key = f"{name}\0{'f' if numeric else 's' if as_str else ''}"
+        if key not in self._cols:
+            series = self.frame[name]
+            if as_str:
+                self._cols[key] = series.astype(str).to_numpy(dtype=object)
+            elif numeric or name in _NUMERIC:
+                self._cols[key] = _floats(series)
+            elif name in ("tainted", "simulated"):
+                self._cols[key] = series.to_numpy(dtype=bool)
+            else:
+                self._cols[key] = series.to_numpy(dtype=object)
+        return self._cols[key]
+
+    def coverage(self, i: int) -> tuple[str, str]:
+        """`delegation_coverage` of case i."""
+        if i not in self._coverage:
+            idx = self.positions[i]
+            self._coverage[i] = _coverage_arrays(
+                self.col("status")[idx], self.col("flags")[idx], self.col("delegation")[idx],
+                self.col("delegated_nodes")[idx], self.col("total_nodes")[idx])
+        return self._coverage[i]
+
+    def coverage_at(self, idx: np.ndarray) -> tuple[str, str]:
+        """`delegation_coverage` of the rows at positions `idx` (not memoised)."""
+        return _coverage_arrays(
+            self.col("status")[idx], self.col("flags")[idx], self.col("delegation")[idx],
+            self.col("delegated_nodes")[idx], self.col("total_nodes")[idx])
+
+    def usable(self, i: int, exclude_tainted: bool) -> np.ndarray:
+        """`usable_mask` over case i's rows."""
+        idx = self.positions[i]
+        mask = (self.col("status")[idx] == "ok") & ~np.isnan(self.col("inference_avg_us")[idx])
+        if exclude_tainted:
+            mask &= ~self.col("tainted")[idx]
+        return np.asarray(mask, dtype=bool)
+
+    def rounds(self, i: int, exclude_tainted: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(rounds ascending, median usable latency of each): `_per_round` of case i."""
+        key = (i, exclude_tainted)
+        if key not in self._rounds:
+            idx = self.positions[i][self.usable(i, exclude_tainted)]
+            self._rounds[key] = round_medians(self.col("round")[idx],
+                                              self.col("inference_avg_us")[idx])
+        return self._rounds[key]
+
+
+def group_cases(samples: pd.DataFrame | Cases) -> Cases:
+    """The measure-phase samples grouped by case (a `Cases`; returned as is when it is one)."""
+    return samples if isinstance(samples, Cases) else Cases(samples)
+
+
+def _cases_for(samples: pd.DataFrame | Cases, phase: str | None) -> Cases:
+    if not isinstance(samples, Cases):
+        return Cases(samples, phase=phase)
+    if samples.phase != phase:
+        raise ValueError(f"these cases hold phase {samples.phase!r} samples, not {phase!r}")
+    return samples
+
+
+def round_medians(rounds: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct round (ascending; NaN rounds dropped), the median of its values: what
+    `frame.groupby("round")[value].median()` gives, as two arrays."""
+    rounds = np.asarray(rounds, dtype=float)
+    values = np.asarray(values, dtype=float)
+    keep = ~np.isnan(rounds)
+    r, x = rounds[keep], values[keep]
+    if len(r) == 0:
+        return np.empty(0), np.empty(0)
+    order = np.argsort(r, kind="stable")
+    r, x = r[order], x[order]
+    uniq, start, counts = np.unique(r, return_index=True, return_counts=True)
+    if len(uniq) == len(r):
+        return uniq, x
+    med = np.array([x[s] if c == 1 else _nanmedian(x[s:s + c])
+                    for s, c in zip(start, counts, strict=True)], dtype=float)
+    return uniq, med
+
+
+def summarize(samples: pd.DataFrame | Cases, *, exclude_tainted: bool = True,
               level: float = 0.95, phase: str | None = MEASURE_PHASE) -> pd.DataFrame:
     """One row per case with median, CI, spread, init/memory, delegation, flags and verdict_ok.
 
@@ -215,45 +324,50 @@ def summarize(samples: pd.DataFrame, *, exclude_tainted: bool = True,
     verdict (that is how the configuration runs) but is flagged, and `speedups` refuses it.
     `flags` is the union of the runner's flags on the samples not excluded, plus
     `stability_flags` of the latencies used. Only samples of `phase` are used (None: all).
+    `samples` may be a `Cases` of the same phase (`group_cases`).
     """
-    df = _normalized(samples)
-    if phase is not None:
-        df = df[df["phase"] == phase]
-    if df.empty:
+    cases = _cases_for(samples, phase)
+    if not len(cases):
         return _empty(SUMMARY_COLUMNS)
-    rows = [_summarize_case(key, group, exclude_tainted, level)
-            for key, group in df.groupby(list(CASE_KEYS), sort=False, dropna=False)]
+    rows = [_summarize_case(cases, i, exclude_tainted, level) for i in range(len(cases))]
     return _sorted(pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)))
 
 
-def speedups(samples: pd.DataFrame, baseline: str = "fp32", *, exclude_tainted: bool = True,
-             level: float = 0.95, min_effect: float = MIN_EFFECT, seed: int = 0) -> pd.DataFrame:
+def speedups(samples: pd.DataFrame | Cases, baseline: str = "fp32", *,
+             exclude_tainted: bool = True, level: float = 0.95, min_effect: float = MIN_EFFECT,
+             seed: int = 0) -> pd.DataFrame:
     """Paired speedup of each quantization over `baseline` per device × model × delegate × threads.
 
     ratio = baseline median / variant median over the rounds both have (> 1: variant faster).
-    Only measure-phase samples are used; sustained windows never are.
+    Only measure-phase samples are used; sustained windows never are. `samples` may be a
+    measure-phase `Cases` (`group_cases`).
     """
-    df = _normalized(samples)
-    df = df[df["phase"] == MEASURE_PHASE]
-    if df.empty:
+    cases = _cases_for(samples, MEASURE_PHASE)
+    if not len(cases):
         return _empty(SPEEDUP_COLUMNS)
-    usable = _usable_mask(df, exclude_tainted)
+    pairs: dict[tuple[Any, ...], dict[str, int]] = {}
+    for i, key in enumerate(cases.keys):
+        quant = key[2]
+        if _isna_key(quant):  # a case without a quantization is in no pair
+            continue
+        pair = (key[0], key[1], key[3], key[4])
+        pairs.setdefault(_pair_id(pair), {})[str(quant)] = i
     rows: list[dict[str, Any]] = []
-    for key, group in df.groupby(list(PAIR_KEYS), sort=False, dropna=False):
-        by_quant = {str(q): g for q, g in group.groupby("quantization", sort=False)}
+    for by_quant in pairs.values():
         base = by_quant.get(baseline)
-        for quant, variant in by_quant.items():
+        for quant, i in by_quant.items():
             if quant == baseline:
                 continue
-            rows.append(_speedup_row(dict(zip(PAIR_KEYS, key, strict=True)), baseline, quant,
-                                     base, variant, usable, level, min_effect, seed,
-                                     exclude_tainted))
+            key = cases.keys[i]
+            keys = {"device": key[0], "model": key[1], "delegate": key[3], "threads": key[4]}
+            rows.append(_speedup_row(cases, keys, baseline, quant, base, i, level,
+                                     min_effect, seed, exclude_tainted))
     if not rows:
         return _empty(SPEEDUP_COLUMNS)
     return _sorted(pd.DataFrame(rows, columns=list(SPEEDUP_COLUMNS)))
 
 
-def quantization_verdicts(samples: pd.DataFrame, *, include_tainted: bool = False,
+def quantization_verdicts(samples: pd.DataFrame | Cases, *, include_tainted: bool = False,
                           baseline: str = "fp32", level: float = 0.95,
                           min_effect: float = MIN_EFFECT, seed: int = 0) -> pd.DataFrame:
     """Each quantization against `baseline` per device × model × delegate × threads.
@@ -387,6 +501,94 @@ _NUMERIC = ("inference_avg_us", "init_us", "first_inference_us", "warmup_avg_us"
 _TEXT = ("device_label", "tier", "status", "error", "flags", "delegation", "delegate_applied")
 
 
+def _non_nan(values: Iterable[float]) -> np.ndarray:
+    """The values that are not NaN (nor None, nor non-numbers), as a float array, in order."""
+    if isinstance(values, np.ndarray | pd.Series) and values.dtype == np.float64:
+        x = np.asarray(values, dtype=float)
+        return np.asarray(x[~np.isnan(x)], dtype=float)
+    return np.asarray([v for v in values if not _isnan(v)], dtype=float)
+
+
+@lru_cache(maxsize=4096)
+def _median_ci_rank(n: int, level: float) -> tuple[int, float] | None:
+    """(low rank, achieved coverage) of the narrowest order-statistic median CI of n values
+    that reaches `level`, or None when none does (it depends on n and the level only)."""
+    ranks = np.arange(1, (n + 1) // 2 + 1)
+    coverages = 1.0 - 2.0 * stats.binom.cdf(ranks - 1, n, 0.5)  # decreasing in the rank
+    ok = np.nonzero(coverages >= level)[0]
+    if not len(ok):
+        return None
+    # later ranks are narrower; keep the last that qualifies
+    return int(ranks[ok[-1]]), float(coverages[ok[-1]])
+
+
+@lru_cache(maxsize=65536)
+def _split_flags_cached(text: str) -> frozenset[str]:
+    return frozenset(split_flags(text))
+
+
+def _flag_union(flags: Iterable[Any]) -> set[str]:
+    """The union of the comma-separated flag cells (each distinct cell split once)."""
+    out: set[str] = set()
+    for cell in set(flags):
+        if isinstance(cell, str):
+            out |= _split_flags_cached(cell)
+    return out
+
+
+def _nanmedian(values: np.ndarray) -> float:
+    """`_median` of a float array: the median of its non-NaN values, NaN when there are none."""
+    return _median_of(values[~np.isnan(values)])
+
+
+def _median_of(x: np.ndarray) -> float:
+    """float(np.median(x)) of a NaN-free 1-D float array, NaN when empty: the same value (the
+    middle order statistic, or the mean of the two middle ones) without np.median's overhead,
+    which is most of a small array's cost."""
+    n = len(x)
+    if n == 0:
+        return math.nan
+    if n == 1:
+        return float(x[0])
+    s = np.sort(x)
+    if n % 2:
+        return float(s[n // 2])
+    return float((s[n // 2 - 1] + s[n // 2]) / 2)
+
+
+def _floats(series: pd.Series) -> np.ndarray:
+    return np.asarray(pd.to_numeric(series, errors="coerce").to_numpy(dtype=float,
+                                                                      na_value=np.nan))
+
+
+def _isna_key(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _pair_id(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A dict key for a group key: missing parts compare equal (NaN != NaN otherwise)."""
+    return tuple(None if _isna_key(k) else k for k in key)
+
+
+def _group_positions(df: pd.DataFrame, keys: Sequence[str]
+                     ) -> tuple[list[tuple[Any, ...]], list[np.ndarray]]:
+    """The groups of `df.groupby(keys, sort=False, dropna=False)` in its iteration order: each
+    group's key (missing parts as NaN, as groupby gives them) and row positions (in frame
+    order), from one groupby instead of one frame per group."""
+    if df.empty:
+        return [], []
+    grouped = df.groupby(list(keys), sort=False, dropna=False)
+    ids = grouped.ngroup().to_numpy()
+    order = np.argsort(ids, kind="stable")
+    counts = np.bincount(ids, minlength=grouped.ngroups)
+    positions = np.split(order, np.cumsum(counts)[:-1])
+    firsts = [int(p[0]) for p in positions]
+    columns = [df[k].iloc[firsts].tolist() for k in keys]
+    labels = [tuple(math.nan if _isna_key(v) else v for v in row)
+              for row in zip(*columns, strict=True)]
+    return labels, positions
+
+
 def _isnan(v: Any) -> bool:
     try:
         return v is None or math.isnan(float(v))
@@ -441,132 +643,151 @@ def _ratio(num: Any, den: Any) -> float:
 
 def _coverage(group: pd.DataFrame) -> tuple[str, str]:
     """Delegation coverage of a case's samples that ran, and a human detail."""
-    ran = group[group["status"] != "skipped"]
-    if ran.empty:
+    return _coverage_arrays(group["status"].to_numpy(dtype=object),
+                            group["flags"].to_numpy(dtype=object),
+                            group["delegation"].to_numpy(dtype=object),
+                            _floats(group["delegated_nodes"]), _floats(group["total_nodes"]))
+
+
+def _coverage_arrays(status: np.ndarray, flags_col: np.ndarray, delegation: np.ndarray,
+                     delegated_nodes: np.ndarray, total_nodes: np.ndarray) -> tuple[str, str]:
+    """`_coverage` over one case's columns (normalized: text as str, nodes as float)."""
+    ran = status != "skipped"
+    if not ran.any():
         return COVERAGE_UNKNOWN, "nothing ran"
-    flags = set().union(*(set(split_flags(f)) for f in ran["flags"]))
-    kinds = ran["delegation"].replace("", "-").value_counts()
-    mix = ", ".join(f"{k}×{v}" for k, v in kinds.items())
+    flags = _flag_union(flags_col[ran])
+    ran_delegation = [str(d) for d in delegation[ran]]
+    # value_counts order: most frequent first, ties in order of first appearance
+    counts = Counter("-" if d == "" else d for d in ran_delegation)
+    kinds = sorted(counts.items(), key=lambda kv: -kv[1])
+    mix = ", ".join(f"{k}×{v}" for k, v in kinds)
     nodes = ""
-    delegated, total = _median(ran["delegated_nodes"]), _median(ran["total_nodes"])
+    delegated = _nanmedian(delegated_nodes[ran])
+    total = _nanmedian(total_nodes[ran])
     if not math.isnan(delegated) and not math.isnan(total):
         nodes = f" ({delegated:g}/{total:g} nodes)"
-    if flags & NOT_APPLIED_FLAGS or ran["delegation"].isin(["none", "failed"]).any():
+    present = set(ran_delegation)
+    if flags & NOT_APPLIED_FLAGS or present & {"none", "failed"}:
         why = sorted(flags & NOT_APPLIED_FLAGS) or ["delegation " + mix]
         return COVERAGE_NOT_APPLIED, "not applied: " + ", ".join(why) + nodes
-    if flags & PARTIAL_FLAGS or (ran["delegation"] == "partial").any():
+    if flags & PARTIAL_FLAGS or "partial" in present:
         return COVERAGE_PARTIAL, f"partial{nodes}" + ("" if len(kinds) == 1 else f" [{mix}]")
-    if (ran["delegation"] == "full").all():
+    if present == {"full"}:
         return COVERAGE_FULL, f"full{nodes}"
-    if (ran["delegation"] == "").all():
+    if present == {""}:
         return COVERAGE_NONE_REQUESTED, "no explicit delegate"
     return COVERAGE_UNKNOWN, f"mixed: {mix}"
 
 
-def _summarize_case(key: Any, group: pd.DataFrame, exclude_tainted: bool,
+def _summarize_case(cases: Cases, i: int, exclude_tainted: bool,
                     level: float) -> dict[str, Any]:
-    keys = dict(zip(CASE_KEYS, key, strict=True))
-    statuses = group["status"]
-    ok = group[statuses == "ok"]
-    used = group[_usable_mask(group, exclude_tainted)]
-    avgs = used["inference_avg_us"].astype(float).to_numpy()
-    n_ok, n_failed = len(used), int((statuses == "failed").sum())
+    keys = dict(zip(CASE_KEYS, cases.keys[i], strict=True))
+    idx = cases.positions[i]
+    statuses = cases.col("status")[idx]
+    is_ok = np.asarray(statuses == "ok", dtype=bool)
+    tainted = cases.col("tainted")[idx]
+    usable = cases.usable(i, exclude_tainted)
+    avgs = cases.col("inference_avg_us")[idx][usable]
+    n_ok, n_failed = len(avgs), int((statuses == "failed").sum())
     ci = median_ci(avgs, level)
-    coverage, detail = _coverage(group)
+    coverage, detail = cases.coverage(i)
     # Flags of excluded (tainted) samples stay out of the case's flags: they describe samples the
     # statistics do not use; the report lists them under flagged samples.
-    kept = group[~(group["tainted"] & (statuses == "ok"))] if exclude_tainted else group
-    sample_flags = set().union(*(set(split_flags(f)) for f in kept["flags"]))
-    all_flags = sorted(sample_flags | set(stability_flags(list(avgs))))
+    flags = cases.col("flags")[idx]
+    kept = flags[~(tainted & is_ok)] if exclude_tainted else flags
+    cv = coefficient_of_variation(avgs)
+    all_flags = sorted(_flag_union(kept) | set(_stability(avgs, cv)))
     reasons: list[str] = []
     if coverage == COVERAGE_NOT_APPLIED:
         reasons.append(f"{keys['delegate']} delegate did not apply (the latency is a CPU number)")
     if n_failed:
-        reasons.append(f"{n_failed} of {len(group)} sample(s) failed")
+        reasons.append(f"{n_failed} of {len(idx)} sample(s) failed")
     if n_ok < MIN_N_FOR_VERDICT:
         reasons.append(f"only {n_ok} usable sample(s); at least {MIN_N_FOR_VERDICT} needed")
-    size_mb = _median(used["model_size_mb"]) if n_ok else _median(ok["model_size_mb"])
+
+    def med(column: str, mask: np.ndarray | None = None) -> float:
+        values = cases.col(column)[idx]
+        return _nanmedian(values if mask is None else values[mask])
+
+    size_mb = med("model_size_mb", usable) if n_ok else med("model_size_mb", is_ok)
     if math.isnan(size_mb):
-        size_mb = _median(group["variant_size_bytes"]) / 1e6
-    errors = sorted({str(e) for e in group.loc[statuses != "ok", "error"] if str(e)})
-    applied = sorted({str(a) for a in ok["delegate_applied"] if str(a)})
-    first = group.iloc[0]
+        size_mb = med("variant_size_bytes") / 1e6
+    errors = sorted({str(e) for e in cases.col("error")[idx][~is_ok] if str(e)})
+    applied = sorted({str(a) for a in cases.col("delegate_applied")[idx][is_ok] if str(a)})
+    first = idx[0]
     return {
         **keys,
-        "device_label": first["device_label"], "simulated": bool(group["simulated"].any()),
-        "tier": first["tier"],
-        "n_samples": len(group), "n_ok": n_ok, "n_failed": n_failed,
+        "device_label": cases.col("device_label")[first],
+        "simulated": bool(cases.col("simulated")[idx].any()),
+        "tier": cases.col("tier")[first],
+        "n_samples": len(idx), "n_ok": n_ok, "n_failed": n_failed,
         "n_skipped": int((statuses == "skipped").sum()),
-        "n_tainted": int(ok["tainted"].sum()),
+        "n_tainted": int(tainted[is_ok].sum()),
         "median_us": float(np.median(avgs)) if n_ok else math.nan,
         "ci_low_us": ci.low, "ci_high_us": ci.high, "ci_level": ci.level, "ci_method": ci.method,
         "p90_us": float(np.percentile(avgs, 90)) if n_ok else math.nan,
         "min_us": float(avgs.min()) if n_ok else math.nan,
         "max_us": float(avgs.max()) if n_ok else math.nan,
         "mean_us": float(avgs.mean()) if n_ok else math.nan,
-        "cv": coefficient_of_variation(avgs),
-        "init_median_us": _median(used["init_us"]),
-        "first_median_us": _median(used["first_inference_us"]),
-        "warmup_median_us": _median(used["warmup_avg_us"]),
-        "mem_overall_median_mb": _median(used["mem_overall_mb"]),
-        "peak_mem_median_mb": _median(used["peak_mem_mb"]),
+        "cv": cv,
+        "init_median_us": med("init_us", usable),
+        "first_median_us": med("first_inference_us", usable),
+        "warmup_median_us": med("warmup_avg_us", usable),
+        "mem_overall_median_mb": med("mem_overall_mb", usable),
+        "peak_mem_median_mb": med("peak_mem_mb", usable),
         "model_size_mb": size_mb,
         "delegation_status": coverage, "delegation": detail,
         "delegate_applied": ",".join(applied),
-        "delegated_nodes": _median(group["delegated_nodes"]),
-        "total_nodes": _median(group["total_nodes"]),
+        "delegated_nodes": med("delegated_nodes"),
+        "total_nodes": med("total_nodes"),
         "flags": ",".join(all_flags),
         "verdict_ok": not reasons, "verdict_reason": "; ".join(reasons),
         "errors": " | ".join(errors),
     }
 
 
-def _per_round(group: pd.DataFrame | None, usable: pd.Series) -> pd.Series:
-    """Median usable latency per round (one sample per round is the norm)."""
-    if group is None:
-        return pd.Series(dtype=float)
-    g = group[usable.loc[group.index]]
-    return g.groupby("round")["inference_avg_us"].median()
-
-
-def _speedup_row(keys: dict[str, Any], baseline: str, quant: str, base: pd.DataFrame | None,
-                 variant: pd.DataFrame, usable: pd.Series, level: float, min_effect: float,
+def _speedup_row(cases: Cases, keys: dict[str, Any], baseline: str, quant: str,
+                 base: int | None, variant: int, level: float, min_effect: float,
                  seed: int, exclude_tainted: bool) -> dict[str, Any]:
-    first = variant.iloc[0]
-    base_rounds, var_rounds = _per_round(base, usable), _per_round(variant, usable)
-    paired = pd.concat([base_rounds.rename("b"), var_rounds.rename("v")], axis=1,
-                       join="inner").dropna()
-    base_cov, base_detail = (_coverage(base) if base is not None
+    first = cases.positions[variant][0]
+    empty = (np.empty(0), np.empty(0))
+    base_r, base_v = cases.rounds(base, exclude_tainted) if base is not None else empty
+    var_r, var_v = cases.rounds(variant, exclude_tainted)
+    # the rounds both sides have, in round order
+    _, ib, iv = np.intersect1d(base_r, var_r, assume_unique=True, return_indices=True)
+    paired_b, paired_v = base_v[ib], var_v[iv]
+    base_cov, base_detail = (cases.coverage(base) if base is not None
                              else (COVERAGE_UNKNOWN, f"no {baseline} case"))
-    var_cov, var_detail = _coverage(variant)
+    var_cov, var_detail = cases.coverage(variant)
     tainted_side = [0, 0]
     if exclude_tainted:
-        for i, side in enumerate((base, variant)):
+        for j, side in enumerate((base, variant)):
             if side is not None:
-                tainted_side[i] = int((side["tainted"] & (side["status"] == "ok")).sum())
+                idx = cases.positions[side]
+                tainted_side[j] = int((cases.col("tainted")[idx]
+                                       & (cases.col("status")[idx] == "ok")).sum())
     tainted = sum(tainted_side)
     row: dict[str, Any] = {
-        **keys, "device_label": first["device_label"],
-        "simulated": bool(first["simulated"]), "tier": first["tier"],
-        "quantization": quant, "baseline": baseline, "n_pairs": len(paired),
+        **keys, "device_label": cases.col("device_label")[first],
+        "simulated": bool(cases.col("simulated")[first]), "tier": cases.col("tier")[first],
+        "quantization": quant, "baseline": baseline, "n_pairs": len(paired_b),
         "ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "ci_level": math.nan,
         "ci_method": "", "geomean_ratio": math.nan,
-        "baseline_median_us": float(base_rounds.median()) if len(base_rounds) else math.nan,
-        "variant_median_us": float(var_rounds.median()) if len(var_rounds) else math.nan,
-        "baseline_cv": coefficient_of_variation(base_rounds),
-        "variant_cv": coefficient_of_variation(var_rounds),
+        "baseline_median_us": float(np.median(base_v)) if len(base_v) else math.nan,
+        "variant_median_us": float(np.median(var_v)) if len(var_v) else math.nan,
+        "baseline_cv": coefficient_of_variation(base_v),
+        "variant_cv": coefficient_of_variation(var_v),
         "n_tainted_excluded": tainted,
         "baseline_coverage": base_cov, "variant_coverage": var_cov,
-        "baseline_n": len(base_rounds), "variant_n": len(var_rounds),
+        "baseline_n": len(base_v), "variant_n": len(var_v),
         "baseline_tainted_excluded": tainted_side[0], "variant_tainted_excluded": tainted_side[1],
         "baseline_delegation": base_detail, "variant_delegation": var_detail,
     }
-    why = _not_comparable(keys["delegate"], baseline, quant, base, base_cov, var_cov,
-                          base_rounds, var_rounds, len(paired))
+    why = _not_comparable(keys["delegate"], baseline, quant, base is not None, base_cov,
+                          var_cov, len(base_v), len(var_v), len(paired_b))
     if why:  # no ratio at all: a number here would be read as a verdict
         return {**row, "verdict": "not comparable", "reason": why}
-    ci = ratio_ci(paired["b"].to_numpy(float), paired["v"].to_numpy(float), level=level,
-                  seed=seed)
+    ci = ratio_ci(paired_b, paired_v, level=level, seed=seed)
     row.update(ratio=ci.ratio, ci_low=ci.low, ci_high=ci.high, ci_level=ci.level,
                ci_method=ci.method, geomean_ratio=ci.geomean_ratio)
     verdict = "no clear difference"
@@ -580,11 +801,11 @@ def _speedup_row(keys: dict[str, Any], baseline: str, quant: str, base: pd.DataF
     return {**row, "verdict": verdict, "reason": reason}
 
 
-def _not_comparable(delegate: str, baseline: str, quant: str, base: pd.DataFrame | None,
-                    base_cov: str, var_cov: str, base_rounds: pd.Series, var_rounds: pd.Series,
+def _not_comparable(delegate: str, baseline: str, quant: str, has_base: bool,
+                    base_cov: str, var_cov: str, base_rounds: int, var_rounds: int,
                     n_pairs: int) -> str:
-    """Why a pair cannot be judged, or "" when it can."""
-    if base is None:
+    """Why a pair cannot be judged, or "" when it can (`*_rounds`: rounds with a value)."""
+    if not has_base:
         return f"no {baseline} case for this device × model × delegate × threads"
     reasons: list[str] = []
     coverage: list[str] = []
@@ -594,7 +815,7 @@ def _not_comparable(delegate: str, baseline: str, quant: str, base: pd.DataFrame
     if coverage:  # a partial or CPU-fallback latency is not that delegate's number
         reasons.append(f"not a verdict for the {delegate} delegate: " + ", ".join(coverage))
     for name, rounds in ((baseline, base_rounds), (quant, var_rounds)):
-        if rounds.empty:
+        if not rounds:
             reasons.append(f"{name} has no usable sample")
     if not reasons and n_pairs < 2:
         reasons.append(f"only {n_pairs} paired round(s); at least 2 needed")
@@ -603,7 +824,25 @@ def _not_comparable(delegate: str, baseline: str, quant: str, base: pd.DataFrame
 
 def ratio_ci(base: np.ndarray, variant: np.ndarray, *, level: float = 0.95,
              seed: int = 0) -> RatioCI:
-    """CI for median(base)/median(variant) from paired samples (same index = same round)."""
+    """CI for median(base)/median(variant) from paired samples (same index = same round).
+
+    Deterministic (the bootstrap is seeded), so results are memoised per input: a report asks
+    for the same pair from the verdicts and from the policy.
+    """
+    b, v = np.asarray(base), np.asarray(variant)
+    if (b.dtype == np.float64 and v.dtype == np.float64 and b.ndim == v.ndim == 1
+            and isinstance(seed, int) and isinstance(level, float | int)):
+        return _ratio_ci_memo(b.tobytes(), v.tobytes(), float(level), seed)
+    return _ratio_ci(base, variant, level, seed)
+
+
+@lru_cache(maxsize=16384)
+def _ratio_ci_memo(base: bytes, variant: bytes, level: float, seed: int) -> RatioCI:
+    return _ratio_ci(np.frombuffer(base, dtype=np.float64),
+                     np.frombuffer(variant, dtype=np.float64), level, seed)
+
+
+def _ratio_ci(base: np.ndarray, variant: np.ndarray, level: float, seed: int) -> RatioCI:
     n = len(base)
     ratio = float(np.median(base) / np.median(variant))
     logs = np.log(base) - np.log(variant)
@@ -628,16 +867,67 @@ def ratio_ci(base: np.ndarray, variant: np.ndarray, *, level: float = 0.95,
                        f"sign-test CI of the per-round ratio (n={n} >= "
                        f"{MAX_PAIRS_FOR_BOOTSTRAP})", geomean)
 
-    def statistic(b: np.ndarray, v: np.ndarray, axis: int) -> np.ndarray:
-        return np.asarray(np.median(b, axis=axis) / np.median(v, axis=axis))
-
-    res = stats.bootstrap((base, variant), statistic, paired=True, vectorized=True,
-                          n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=level,
-                          method="percentile", rng=np.random.default_rng(seed))
-    return RatioCI(ratio, float(res.confidence_interval.low),
-                   float(res.confidence_interval.high), level,
+    low, high = paired_median_ratio_bootstrap(base, variant, level=level, seed=seed)
+    return RatioCI(ratio, low, high, level,
                    f"paired percentile bootstrap over rounds (n={n}, "
                    f"{BOOTSTRAP_RESAMPLES} resamples, seed {seed})", geomean)
+
+
+def paired_median_ratio_bootstrap(base: np.ndarray, variant: np.ndarray, *, level: float = 0.95,
+                                  seed: int = 0, n_resamples: int = BOOTSTRAP_RESAMPLES
+                                  ) -> tuple[float, float]:
+    """The paired percentile bootstrap CI of median(base) / median(variant), exactly as
+    `scipy.stats.bootstrap((base, variant), statistic, paired=True, vectorized=True,
+    method="percentile", rng=np.random.default_rng(seed))` computes it: the same resample
+    indices drawn from the same generator, the same medians, the same quantiles
+    (tests/test_analysis.py checks the two agree to the last bit). It skips scipy's input
+    checks and takes each resample's median from a sort, which is 4x quicker than
+    `np.median` along an axis; a report computes thousands of these.
+    """
+    b = np.asarray(base, dtype=float)
+    v = np.asarray(variant, dtype=float)
+    i = _resample_indices(seed, len(b), n_resamples)
+    theta = _row_medians(b[i]) / _row_medians(v[i])
+    alpha = np.asarray((1 - level) / 2, dtype=theta.dtype)
+    p = np.stack((alpha, 1 - alpha), axis=-1)
+    if np.isnan(theta).any():  # scipy's own path (it propagates NaN and warns)
+        ci = stats.quantile(theta, p, axis=-1)
+        return float(ci[..., 0]), float(ci[..., 1])
+    low, high = _linear_quantiles(np.sort(theta), p)
+    return float(low), float(high)
+
+
+@lru_cache(maxsize=8)
+def _resample_indices(seed: int, n: int, n_resamples: int) -> np.ndarray:
+    """The bootstrap's resample indices: what scipy draws from a fresh default_rng(seed)
+    (`rng_integers(rng, 0, n, (n_resamples, n))`), the same for every pair of n rounds."""
+    i = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n), dtype="int64")
+    i.flags.writeable = False
+    return i
+
+
+def _linear_quantiles(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """scipy.stats.quantile(x, p, method="linear") of a sorted, NaN-free 1-D `y`: the same
+    arithmetic (Hyndman & Fan type 7 as scipy writes it), without its input checks."""
+    n = np.asarray(len(y), dtype=y.dtype)
+    jg = p * n + (1 - p)
+    jp1 = jg // 1
+    j = jp1 - 1
+    g = jg % 1
+    g[j < 0] = 0
+    j = np.clip(j, 0.0, n - 1)
+    jp1 = np.clip(jp1, 0.0, n - 1)
+    return np.asarray((1 - g) * y[j.astype(np.int64)] + g * y[jp1.astype(np.int64)])
+
+
+def _row_medians(x: np.ndarray) -> np.ndarray:
+    """np.median(x, axis=-1) of a NaN-free 2-D array (the same values: the middle order
+    statistic, or the mean of the two middle ones)."""
+    s = np.sort(x, axis=-1)
+    n = s.shape[-1]
+    if n % 2:
+        return s[:, n // 2]
+    return np.asarray(np.mean(s[:, n // 2 - 1:n // 2 + 1], axis=-1))
 
 
 def ratio_ci_independent(base: np.ndarray, new: np.ndarray, *, level: float = 0.95,

@@ -330,7 +330,8 @@ class _Measured:
     """One configuration on one device: what the objective uses, and what excludes it."""
 
     device: str
-    values: pd.Series  # objective input: latency per round (p50/p90) or per window (sustained)
+    values: np.ndarray  # objective input: latency per round (p50/p90) or per window (sustained)
+    rounds: np.ndarray  # the round of each value (ascending); window order for sustained
     value_us: float
     ci: analysis.MedianCI
     reasons: tuple[str, ...]
@@ -397,14 +398,20 @@ def make_policy(samples: pd.DataFrame, devices: Sequence[Mapping[str, Any]] = ()
     check_fidelity = bool(fidelity_rows) if fidelity is None else fidelity
     wrong = _fidelity_index(fidelity_rows) if check_fidelity else {}
     tiers = _tiers(df, devices)
+    # every sample grouped by device x configuration once; each tier x model x configuration
+    # x device below is a dict lookup and numpy work on its rows, not a frame filter
+    cases = analysis.Cases(df, phase=None, normalized=True)
     out: list[TierPolicy] = []
     for name, members in tiers:
         serials = tuple(m["serial"] for m in members)
-        tier_df = df[df["device"].isin(serials)]
-        models = tuple(_model_policy(str(model), tier_df[tier_df["model"] == model], members,
+        in_tier = [i for i, k in enumerate(cases.keys) if k[0] in serials]
+        models = tuple(_model_policy(str(model), cases,
+                                     [i for i in in_tier if cases.keys[i][1] == model], members,
                                      objective, wrong, check_fidelity, max_memory_mb, level,
                                      min_effect, include_tainted, tail_windows, seed)
-                       for model in sorted(tier_df["model"].dropna().unique(), key=str))
+                       for model in sorted({cases.keys[i][1] for i in in_tier
+                                            if not _nan_or_none_key(cases.keys[i][1])},
+                                           key=str))
         out.append(TierPolicy(tier=name, devices=serials,
                               device_labels=tuple(m["label"] for m in members),
                               simulated=any(m["simulated"] for m in members), models=models))
@@ -512,41 +519,46 @@ def _fidelity_verdict(index: Mapping[tuple[str, str, str, str], list[Mapping[str
     return None, None
 
 
-def _model_policy(model: str, df: pd.DataFrame, members: Sequence[Mapping[str, Any]],
+def _model_policy(model: str, cases: analysis.Cases, groups: Sequence[int],
+                  members: Sequence[Mapping[str, Any]],
                   objective: str, wrong: Mapping[tuple[str, str, str, str],
                                                  list[Mapping[str, Any]]],
                   check_fidelity: bool, max_memory_mb: float | None, level: float,
                   min_effect: float, include_tainted: bool, tail_windows: int,
                   seed: int) -> ModelPolicy:
+    """One model on one tier; `groups` are the tier's cases of this model (`cases` indices)."""
     serials = [str(m["serial"]) for m in members]
     labels = {str(m["serial"]): str(m["label"]) for m in members}
     notes: list[str] = []
     used_objective = objective
     if objective == "sustained":
-        sustained = df[(df["phase"] == "sustained") & (df["status"] == "ok")]
-        if sustained.empty:
+        phase, status = cases.col("phase"), cases.col("status")
+        if not any(((phase[cases.positions[i]] == "sustained")
+                    & (status[cases.positions[i]] == "ok")).any() for i in groups):
             used_objective = "p50"
             notes.append("objective sustained: no sustained-mode windows in this run for this "
                          "model; ranked by p50 of the interleaved samples instead")
-    configs = sorted({(str(q), str(d), int(t)) for q, d, t in
-                      zip(df["quantization"], df["delegate"], df["threads"], strict=True)},
+    configs = sorted({(str(cases.keys[i][2]), str(cases.keys[i][3]), int(cases.keys[i][4]))
+                      for i in groups},
                      key=lambda c: (QUANTIZATIONS.index(c[0]) if c[0] in QUANTIZATIONS else 99,
                                     c[1], c[2]))
+    # (device, quantization, delegate, threads) -> case; a key that is not text matches no
+    # configuration (a frame filter on `quantization == "nan"` finds no missing value either)
+    by_config = {(k[0], k[2], k[3], k[4]): i for i in groups for k in (cases.keys[i],)
+                 if isinstance(k[2], str) and isinstance(k[3], str)}
     eligible: list[_Candidate] = []
     excluded: list[Exclusion] = []
     for quant, delegate, threads in configs:
-        case = df[(df["quantization"] == quant) & (df["delegate"] == delegate)
-                  & (df["threads"] == threads)]
         per_device: list[_Measured] = []
         reasons: list[str] = []
         for serial in serials:
-            rows = case[case["device"] == serial]
-            if rows.empty:
+            i = by_config.get((serial, quant, delegate, threads))
+            if i is None:
                 reasons.append(f"not measured on {labels[serial]}")
                 continue
-            m = _measure(serial, labels[serial], rows, used_objective, model, quant, delegate,
-                         threads, wrong, check_fidelity, max_memory_mb, include_tainted,
-                         tail_windows)
+            m = _measure(serial, labels[serial], cases, cases.positions[i], used_objective,
+                         model, quant, delegate, threads, wrong, check_fidelity, max_memory_mb,
+                         include_tainted, tail_windows)
             per_device.append(m)
             reasons.extend(m.reasons)
         label = config_label(quant, delegate, threads)
@@ -569,44 +581,54 @@ def _model_policy(model: str, df: pd.DataFrame, members: Sequence[Mapping[str, A
                        evidence.why, tuple(excluded), tuple(dict.fromkeys(notes)))
 
 
-def _measure(serial: str, label: str, rows: pd.DataFrame, objective: str, model: str,
-             quant: str, delegate: str, threads: int,
+def _measure(serial: str, label: str, cases: analysis.Cases, positions: np.ndarray,
+             objective: str, model: str, quant: str, delegate: str, threads: int,
              wrong: Mapping[tuple[str, str, str, str], list[Mapping[str, Any]]],
              check_fidelity: bool, max_memory_mb: float | None, include_tainted: bool,
              tail_windows: int) -> _Measured:
+    """One configuration on one device, from its rows (`positions` into `cases.frame`)."""
     reasons: list[str] = []
     notes: list[str] = []
-    if "phase" in rows.columns:  # judge a config on the samples its objective uses
-        rows = rows[rows["phase"] == ("sustained" if objective == "sustained"
-                                      else analysis.MEASURE_PHASE)]
-    failed = rows[rows["status"] == "failed"]
-    if len(failed):
-        errors = sorted({str(e) for e in failed["error"] if str(e)})
-        reasons.append(f"{len(failed)} of {len(rows)} sample(s) failed on {label}"
+    # judge a config on the samples its objective uses
+    idx = positions[cases.col("phase")[positions] == ("sustained" if objective == "sustained"
+                                                      else analysis.MEASURE_PHASE)]
+    status = cases.col("status")[idx]
+    failed = status == "failed"
+    if failed.any():
+        errors = sorted({str(e) for e in cases.col("error")[idx][failed] if str(e)})
+        reasons.append(f"{int(failed.sum())} of {len(idx)} sample(s) failed on {label}"
                        + (f": {errors[0]}" if errors else ""))
-    coverage, detail = analysis.delegation_coverage(rows)
+    coverage, detail = cases.coverage_at(idx)
     if coverage not in analysis.COMPARABLE_COVERAGES and coverage != analysis.COVERAGE_UNKNOWN:
         reasons.append(f"{delegate} delegate {coverage} on {label} ({detail})")
     if objective == "sustained":
+        rows = cases.frame.iloc[idx]
         windows = rows[(rows["phase"] == "sustained") & (rows["status"] == "ok")
                        & rows["inference_avg_us"].notna()]
         order = windows.sort_values(["repeat", "window_offset_s"] if "window_offset_s"
                                     in windows.columns else ["repeat"])
-        values = order["inference_avg_us"].astype(float).reset_index(drop=True)
-        values = values.iloc[-tail_windows:] if tail_windows > 0 else values
+        series = order["inference_avg_us"].astype(float).reset_index(drop=True)
+        series = series.iloc[-tail_windows:] if tail_windows > 0 else series
+        values = series.to_numpy(dtype=float)
+        rounds = np.arange(len(values), dtype=float)
         need = 2  # a Welch interval needs two windows
-        if values.empty:
+        if not len(values):
             reasons.append(f"no sustained-mode windows on {label} (objective sustained)")
             need = 0
     else:
-        measure = rows[rows["phase"] == analysis.MEASURE_PHASE]
-        used = measure[analysis.usable_mask(measure, exclude_tainted=not include_tainted)]
-        values = used.groupby("round")["inference_avg_us"].median().astype(float)
+        usable = ((status == "ok") & ~np.isnan(cases.col("inference_avg_us")[idx]))
+        if not include_tainted:
+            usable &= ~cases.col("tainted")[idx]
+        used = idx[np.asarray(usable, dtype=bool)]
+        rounds, values = analysis.round_medians(cases.col("round")[used],
+                                                cases.col("inference_avg_us")[used])
         need = analysis.MIN_N_FOR_VERDICT
     if len(values) < need:
         reasons.append(f"only {len(values)} usable sample(s) on {label}; at least {need} needed")
-    ok = rows[rows["status"] == "ok"]
-    mem = [v for v in (_median(ok["peak_mem_mb"]), _median(ok.get("vmhwm_mb")))
+    ok = idx[status == "ok"]
+    mem = [v for v in (_nanmedian(cases.col("peak_mem_mb")[ok]),
+                       _nanmedian(cases.col("vmhwm_mb", numeric=True)[ok])
+                       if "vmhwm_mb" in cases.frame.columns else math.nan)
            if not math.isnan(v)]
     if max_memory_mb is not None:
         if mem and max(mem) > max_memory_mb:
@@ -619,12 +641,12 @@ def _measure(serial: str, label: str, rows: pd.DataFrame, objective: str, model:
             reasons.append(why)
         if note:
             notes.append(note)
-    masks = [m for m in ok["cpu_mask"].astype(str) if m] if "cpu_mask" in ok else []
+    masks = ([m for m in cases.col("cpu_mask", as_str=True)[ok] if m]
+             if "cpu_mask" in cases.frame.columns else [])
     mask = max(sorted(set(masks)), key=masks.count) if masks else ""
-    arr = values.to_numpy(dtype=float)
-    value = _statistic(arr, objective)
-    return _Measured(serial, values, value, analysis.median_ci(arr), tuple(reasons), mask,
-                     tuple(notes))
+    value = _statistic(values, objective)
+    return _Measured(serial, values, rounds, value, analysis.median_ci(values), tuple(reasons),
+                     mask, tuple(notes))
 
 
 def _statistic(values: np.ndarray, objective: str) -> float:
@@ -648,21 +670,23 @@ class _Chooser:
         """Per device: latency ratio b / a with a CI; significant when a is clearly faster."""
         out = []
         for ma, mb in zip(a.per_device, b.per_device, strict=True):
-            ci = self._ratio_ci(mb.values, ma.values)
+            ci = self._ratio_ci(mb, ma)
             sig = (not math.isnan(ci.low) and ci.low > 1.0
                    and ci.ratio >= 1.0 + self.min_effect)
             out.append(_Comparison(ma.device, ci, sig))
         return out
 
-    def _ratio_ci(self, slow: pd.Series, fast: pd.Series) -> analysis.RatioCI:
+    def _ratio_ci(self, slow: _Measured, fast: _Measured) -> analysis.RatioCI:
         if self.objective == "sustained":
-            return analysis.ratio_ci_independent(slow.to_numpy(float), fast.to_numpy(float),
-                                                 level=self.level, seed=self.seed)
-        paired = pd.concat([slow.rename("s"), fast.rename("f")], axis=1, join="inner").dropna()
-        s, f = paired["s"].to_numpy(float), paired["f"].to_numpy(float)
+            return analysis.ratio_ci_independent(slow.values, fast.values, level=self.level,
+                                                 seed=self.seed)
+        # paired by round: the rounds both have, in round order
+        _, i_s, i_f = np.intersect1d(slow.rounds, fast.rounds, assume_unique=True,
+                                     return_indices=True)
+        s, f = slow.values[i_s], fast.values[i_f]
         if self.objective == "p50":
-            if len(paired) < 2:
-                return analysis.ratio_ci_independent(slow.to_numpy(float), fast.to_numpy(float),
+            if len(s) < 2:
+                return analysis.ratio_ci_independent(slow.values, fast.values,
                                                      level=self.level, seed=self.seed)
             return analysis.ratio_ci(s, f, level=self.level, seed=self.seed)
         return _p90_ratio_ci(s, f, self.level, self.seed)
@@ -790,11 +814,15 @@ def _choice(c: _Candidate) -> ConfigChoice:
 # --- small helpers -----------------------------------------------------------------------------
 
 
-def _median(series: pd.Series | None) -> float:
-    if series is None:
-        return math.nan
-    values = pd.to_numeric(series, errors="coerce").dropna()
-    return float(values.median()) if len(values) else math.nan
+def _nanmedian(values: np.ndarray) -> float:
+    """`_median` of a float array: the median of its non-NaN values, NaN when there are none."""
+    x = values[~np.isnan(values)]
+    return float(np.median(x)) if len(x) else math.nan
+
+
+def _nan_or_none_key(v: Any) -> bool:
+    """A missing group key (what `dropna()` drops)."""
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
 def _nan_or_none(v: Any) -> bool:

@@ -491,3 +491,100 @@ def test_many_rounds_use_the_sign_test_interval_which_agrees_with_the_bootstrap(
     assert "bootstrap" in slow.method
     assert fast.low < slow.high and slow.low < fast.high
     assert abs(np.log(fast.high / fast.low) / np.log(slow.high / slow.low) - 1) < 0.5
+
+
+# --- the grouped (vectorised) path against scipy and plain pandas -------------------------------
+
+
+@pytest.mark.parametrize("n", [10, 11, 42, 199])
+def test_fast_paired_bootstrap_is_scipys_bootstrap_to_the_bit(n: int) -> None:
+    """paired_median_ratio_bootstrap replaces scipy.stats.bootstrap in ratio_ci; seeds and
+    reports must not move, so the two must agree exactly (ties included)."""
+    from scipy import stats
+
+    def statistic(b: np.ndarray, v: np.ndarray, axis: int) -> np.ndarray:
+        return np.asarray(np.median(b, axis=axis) / np.median(v, axis=axis))
+
+    rng = np.random.default_rng(n)
+    for seed, level in ((0, 0.95), (1, 0.9), (5, 0.99)):
+        base = 1000 * rng.lognormal(0, 0.2, n)
+        variant = np.round(700 * rng.lognormal(0, 0.2, n), -1)  # rounded: many ties
+        res = stats.bootstrap((base, variant), statistic, paired=True, vectorized=True,
+                              n_resamples=analysis.BOOTSTRAP_RESAMPLES, confidence_level=level,
+                              method="percentile", rng=np.random.default_rng(seed))
+        got = analysis.paired_median_ratio_bootstrap(base, variant, level=level, seed=seed)
+        assert got == (float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+
+def test_round_medians_match_pandas_groupby_median() -> None:
+    rounds = np.array([3, 1, 2, 1, np.nan, 3, 3, 0, 2, 2], dtype=float)
+    values = np.array([5.0, 1.0, 7.0, 2.0, 100.0, 4.0, 9.0, 0.5, 1.5, 2.5])
+    want = pd.DataFrame({"round": rounds, "v": values}).groupby("round")["v"].median()
+    got_rounds, got_values = analysis.round_medians(rounds, values)
+    assert got_rounds.tolist() == want.index.tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert got_values.tolist() == want.tolist()
+
+
+def test_coverage_mix_lists_kinds_by_count_then_first_seen() -> None:
+    group = analysis.normalize_samples(pd.DataFrame({
+        "status": ["ok"] * 5 + ["skipped"],
+        "delegation": ["full", "", "", "full", "weird", "none"],
+        "flags": [""] * 6, "delegated_nodes": [5, 5, None, 5, 5, 1],
+        "total_nodes": [9] * 6}))
+    assert analysis.delegation_coverage(group) == (
+        analysis.COVERAGE_UNKNOWN, "mixed: full×2, -×2, weird×1")
+
+
+def test_grouped_cases_match_a_per_case_pandas_reference() -> None:
+    """summarize and speedups on `group_cases` give, per case, exactly what plain pandas gives
+    for the same definitions (medians, CI order statistics, p90, CV, counts, rounds paired)."""
+    samples = make_samples(repeats=12, seed=4)
+    samples.loc[samples.index[::17], "status"] = "failed"
+    samples.loc[samples.index[5::23], "tainted"] = True
+    cases = analysis.group_cases(samples)
+    summary = analysis.summarize(cases)
+    assert summary.equals(analysis.summarize(samples))
+    df = analysis.normalize_samples(samples)
+    usable = analysis.usable_mask(df)
+    n_checked = 0
+    for key, group in df.groupby(list(analysis.CASE_KEYS)):
+        row = summary.set_index(list(analysis.CASE_KEYS)).loc[key]
+        avgs = group.loc[usable[group.index], "inference_avg_us"].to_numpy(float)
+        assert row["n_ok"] == len(avgs)
+        assert row["n_failed"] == int((group["status"] == "failed").sum())
+        if len(avgs) == 0:
+            continue
+        ordered = np.sort(avgs)
+        ci = analysis.median_ci(avgs)
+        assert row["median_us"] == float(np.median(avgs))
+        assert (row["ci_low_us"], row["ci_high_us"]) == (ordered[ci.low_rank - 1],
+                                                         ordered[ci.high_rank - 1])
+        assert row["p90_us"] == float(np.percentile(avgs, 90))
+        assert row["cv"] == float(np.std(avgs, ddof=1) / np.mean(avgs))
+        assert row["init_median_us"] == float(
+            group.loc[usable[group.index], "init_us"].dropna().median())
+        n_checked += 1
+    assert n_checked > 20
+    speed = analysis.speedups(cases)
+    assert speed.equals(analysis.speedups(samples))
+    comparable = speed[speed["verdict"] != "not comparable"]
+    assert len(comparable) > 5
+    for r in comparable.to_dict("records"):
+        side = {}
+        for quant in ("fp32", r["quantization"]):
+            g = df[(df["device"] == r["device"]) & (df["model"] == r["model"])
+                   & (df["quantization"] == quant) & (df["delegate"] == r["delegate"])
+                   & (df["threads"] == r["threads"]) & usable]
+            side[quant] = g.groupby("round")["inference_avg_us"].median()
+        paired = pd.concat([side["fp32"].rename("b"), side[r["quantization"]].rename("v")],
+                           axis=1, join="inner").dropna()
+        want = analysis._ratio_ci(paired["b"].to_numpy(float), paired["v"].to_numpy(float),
+                                  0.95, 0)
+        assert r["n_pairs"] == len(paired)
+        assert (r["ratio"], r["ci_low"], r["ci_high"]) == (want.ratio, want.low, want.high)
+
+
+def test_cases_of_another_phase_are_refused() -> None:
+    cases = analysis.group_cases(make_samples(repeats=3))
+    with pytest.raises(ValueError, match="phase"):
+        analysis.summarize(cases, phase=None)

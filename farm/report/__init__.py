@@ -69,8 +69,9 @@ def render_report(data: ReportData, out_dir: Path, *, exclude_tainted: bool = Tr
                   budget: plots.FigureBudget | None = None) -> Path:
     """Write index.html and the CSVs (summary, speedups, samples; sustained and trends when
     there are any) in out_dir; return index.html."""
-    summary = analysis.summarize(data.samples, exclude_tainted=exclude_tainted)
-    speedups = analysis.speedups(data.samples, exclude_tainted=exclude_tainted)
+    cases = analysis.group_cases(data.samples)  # grouped once for both tables
+    summary = analysis.summarize(cases, exclude_tainted=exclude_tainted)
+    speedups = analysis.speedups(cases, exclude_tainted=exclude_tainted)
     html, extra = _render(data, summary, speedups, exclude_tainted, budget)
     index = out_dir / "index.html"
     try:
@@ -91,10 +92,12 @@ def render_html(data: ReportData, *, summary: pd.DataFrame | None = None,
                 speedups: pd.DataFrame | None = None, exclude_tainted: bool = True,
                 budget: plots.FigureBudget | None = None) -> str:
     """The report page as a string (summary and speedups are computed when not given)."""
-    if summary is None:
-        summary = analysis.summarize(data.samples, exclude_tainted=exclude_tainted)
-    if speedups is None:
-        speedups = analysis.speedups(data.samples, exclude_tainted=exclude_tainted)
+    if summary is None or speedups is None:
+        cases = analysis.group_cases(data.samples)
+        if summary is None:
+            summary = analysis.summarize(cases, exclude_tainted=exclude_tainted)
+        if speedups is None:
+            speedups = analysis.speedups(cases, exclude_tainted=exclude_tainted)
     return _render(data, summary, speedups, exclude_tainted, budget)[0]
 
 

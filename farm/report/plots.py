@@ -37,7 +37,7 @@ _GROUP_STYLE = {  # group -> (legend label, marker, face colour, edge colour)
 
 def no_data_figure(message: str = "no data") -> Figure:
     """A small figure that only says why there is nothing to plot."""
-    fig = _figure(1.6)
+    fig = _figure(1.6, fixed=True)
     ax = fig.add_subplot()
     ax.set_axis_off()
     ax.text(0.5, 0.5, _text(message), ha="center", va="center", fontsize=12, color="0.35",
@@ -82,8 +82,9 @@ def thread_scaling_figure(scaling: pd.DataFrame, *, title: str = "Thread scaling
     if rows.empty:
         return no_data_figure("no data for thread scaling (failed, or delegate not applied)")
     models = list(dict.fromkeys(rows["model"]))
-    fig = _figure(3.4, width=min(4.5 * len(models), 18.0))
+    fig = _figure(3.4, width=min(4.5 * len(models), 18.0), fixed=True)
     axes = fig.subplots(1, len(models), squeeze=False)[0]
+    _margins(fig, left_in=0.75, right_in=0.15, top_in=0.75, bottom_in=0.5, wspace=0.3)
     for ax, model in zip(axes, models, strict=True):
         sub = rows[rows["model"] == model]
         for (quant, delegate), line in sub.groupby(["quantization", "delegate"], sort=False):
@@ -188,8 +189,9 @@ def sustained_figure(windows: pd.DataFrame, result: Mapping[str, Any], *,
         if not windows.empty else windows
     if ok.empty:
         return no_data_figure("no successful sustained window")
-    fig = _figure(5.2)
+    fig = _figure(5.2, fixed=True)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    _margins(fig, left_in=0.8, right_in=0.75, top_in=0.45, bottom_in=0.55, hspace=0.08)
     x = ok["offset_s"].to_numpy(float)
     _series(top, x, ok["latency_us"].to_numpy(float) / 1e3, color="tab:blue",
             label="window latency")
@@ -252,8 +254,11 @@ def trend_figure(trends: pd.DataFrame, *, title: str = "Median latency over runs
         if "change_vs_previous_pct" in rows.columns else pd.Series(dtype=float)
     order = last.abs().sort_values(ascending=False, na_position="last").index.tolist()
     cases = (order + [c for c in dict.fromkeys(rows["_case"]) if c not in order])[:max_lines]
-    fig = _figure(3.8)
+    fig = _figure(3.8, fixed=True)
     ax = fig.add_subplot()
+    longest = max((len(_text(c)) for c in cases), default=0)  # the legend sits on the right
+    _margins(fig, left_in=0.8, right_in=0.45 + longest * 6 * 0.62 / 72.0, top_in=0.4,
+             bottom_in=0.55)
     for case in cases:
         line = rows[rows["_case"] == case].sort_values("_x")
         yerr = (_err(line, "median_us", "ci_low_us", "ci_high_us", 1e3)
@@ -338,6 +343,17 @@ def _fit_labels(fig: Figure, labels: Sequence[str], *, fontsize: float = 8.0) ->
     left_in = 0.45 + longest * fontsize * 0.62 / 72.0
     fig.subplots_adjust(left=min(0.75, left_in / width), right=1.0 - 0.25 / width,
                         bottom=min(0.45, 0.55 / height), top=1.0 - min(0.4, 0.4 / height))
+
+
+def _margins(fig: Figure, *, left_in: float, right_in: float, top_in: float, bottom_in: float,
+             **space: float) -> None:
+    """Fixed margins in inches instead of the constrained layout, which measures every text
+    extent and was half of a chart's drawing time; each chart knows what sits in its margins
+    (axis labels, a suptitle, a twin axis, a legend outside) and reserves that much."""
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(left=min(0.45, left_in / width), right=max(0.55, 1.0 - right_in / width),
+                        bottom=min(0.4, bottom_in / height), top=max(0.6, 1.0 - top_in / height),
+                        **space)
 
 
 def _figure(height_in: float, *, width: float = _WIDTH_IN, fixed: bool = False) -> Figure:
