@@ -459,18 +459,34 @@ def thread_scaling(summary: pd.DataFrame) -> pd.DataFrame:
     """
     if summary.empty:
         return _empty(SCALING_COLUMNS)
-    rows: list[dict[str, Any]] = []
     keys = ["device", "model", "quantization", "delegate"]
-    for _, group in summary.groupby(keys, sort=False):
-        group = group.sort_values("threads")
-        base = group.iloc[0]
-        for _, row in group.iterrows():
-            speedup = _ratio(base["median_us"], row["median_us"])
-            scale = row["threads"] / base["threads"] if base["threads"] else math.nan
-            rows.append({**{k: row[k] for k in SCALING_COLUMNS if k in row.index},
-                         "base_threads": base["threads"], "speedup_vs_base": speedup,
-                         "efficiency": speedup / scale if scale else math.nan})
-    return _sorted(pd.DataFrame(rows, columns=list(SCALING_COLUMNS)))
+    # column operations: the base of a group is its row with the fewest threads
+    work = summary[summary[keys].notna().all(axis=1)].sort_values("threads", kind="stable")
+    if work.empty:
+        return _empty(SCALING_COLUMNS)
+    first = work.groupby(keys, sort=False).cumcount().to_numpy() == 0
+    base = work[first].set_index(keys)[["threads", "median_us"]]
+    base.columns = ["_base_threads", "_base_median"]
+    work = work.join(base, on=keys)
+    num = pd.to_numeric(work["_base_median"], errors="coerce").to_numpy(float)
+    den = pd.to_numeric(work["median_us"], errors="coerce").to_numpy(float)
+    ok = ~np.isnan(num) & ~np.isnan(den) & (den != 0.0)
+    speedup = np.full(len(work), math.nan)
+    speedup[ok] = num[ok] / den[ok]
+    base_threads = work["_base_threads"].to_numpy()
+    threads = work["threads"].to_numpy()
+    scale = np.full(len(work), math.nan)
+    nonzero = base_threads != 0
+    scale[nonzero] = threads[nonzero] / base_threads[nonzero]
+    efficiency = np.full(len(work), math.nan)
+    usable = scale != 0  # NaN scales give NaN, as speedup / NaN does
+    efficiency[usable] = speedup[usable] / scale[usable]
+    out = pd.DataFrame({k: work[k] for k in SCALING_COLUMNS if k in work.columns},
+                       columns=list(SCALING_COLUMNS))
+    out["base_threads"] = work["_base_threads"]
+    out["speedup_vs_base"] = speedup
+    out["efficiency"] = efficiency
+    return _sorted(out)
 
 
 def case_label(row: Any) -> str:

@@ -333,7 +333,7 @@ class Store:
 
     def resolve_run(self, ref: str) -> str:
         """A run id from 'last' or a unique prefix."""
-        runs = self.runs()
+        runs = self._run_ids()
         if ref in ("last", "latest"):
             if not runs:
                 raise StoreError(f"{self.path}: no runs yet")
@@ -344,6 +344,13 @@ class Store:
         if not matches:
             return self.run(ref)["run_id"]  # raises with the recent list
         raise StoreError(f"{self.path}: {ref!r} matches several runs: {', '.join(matches[:5])}")
+
+    def _run_ids(self) -> list[dict[str, Any]]:
+        """Run ids, newest first, in the order of `runs()` without its sample counts (which
+        read every sample row: 0.7-1.3 s for a 100k-sample run)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT r.run_id FROM runs r ORDER BY started_at DESC")
+            return [{"run_id": row[0]} for row in rows.fetchall()]
 
     def runs(self) -> list[dict[str, Any]]:
         """All runs, newest first, with sample counts."""

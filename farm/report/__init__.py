@@ -326,30 +326,33 @@ def _case_class(row: Any) -> str:
 def _case_table(cases: pd.DataFrame) -> Table:
     cols = ("case", "median ms", "CI ms (achieved level)", "n ok / samples", "tainted excl.",
             "failed", "skipped", "p90 ms", "min ms", "CV", "delegation", "flags", "verdict")
+    records = cases.to_dict("records")  # not iterrows: one Series per row is slow
     rows = [(
         analysis.display_label(r), _ms(r["median_us"]), _ci_ms(r),
         f"{r['n_ok']} / {r['n_samples']}",
         str(r["n_tainted"]), str(r["n_failed"]), str(r["n_skipped"]), _ms(r["p90_us"]),
         _ms(r["min_us"]), _pct(r["cv"]), _s(r["delegation"]), _s(r["flags"]) or "—",
         "ok" if r["verdict_ok"] else f"no verdict: {_s(r['verdict_reason'])}",
-    ) for _, r in cases.iterrows()]
-    return Table(cols, tuple(rows), tuple(_case_class(r) for _, r in cases.iterrows()))
+    ) for r in records]
+    return Table(cols, tuple(rows), tuple(_case_class(r) for r in records))
 
 
 def _init_table(cases: pd.DataFrame) -> Table:
     cols = ("case", "init ms", "first inference ms", "warm-up avg ms", "steady median ms",
             "peak mem MB", "overall mem MB", "model size MB")
+    records = cases.to_dict("records")  # not iterrows: one Series per row is slow
     rows = [(
         analysis.display_label(r), _ms(r["init_median_us"]), _ms(r["first_median_us"]),
         _ms(r["warmup_median_us"]), _ms(r["median_us"]), _num(r["peak_mem_median_mb"]),
         _num(r["mem_overall_median_mb"]), _num(r["model_size_mb"]),
-    ) for _, r in cases.iterrows()]
-    return Table(cols, tuple(rows), tuple(_case_class(r) for _, r in cases.iterrows()))
+    ) for r in records]
+    return Table(cols, tuple(rows), tuple(_case_class(r) for r in records))
 
 
 def _scaling_table(scaling: pd.DataFrame) -> Table:
     cols = ("model", "quantization", "delegate", "threads", "median ms", "CI ms",
             "speedup vs fewest threads", "efficiency", "verdict")
+    records = scaling.to_dict("records")  # not iterrows: one Series per row is slow
     rows = [(
         _s(r["model"]), _s(r["quantization"]),
         _s(r["delegate"]) + (" (NOT APPLIED)" if r["delegation_status"]
@@ -358,8 +361,8 @@ def _scaling_table(scaling: pd.DataFrame) -> Table:
         "—" if _nan(r["speedup_vs_base"])
         else f"{r['speedup_vs_base']:.2f}× vs t{r['base_threads']}",
         _pct(r["efficiency"]), "ok" if r["verdict_ok"] else "no verdict",
-    ) for _, r in scaling.iterrows()]
-    return Table(cols, tuple(rows), tuple(_case_class(r) for _, r in scaling.iterrows()))
+    ) for r in records]
+    return Table(cols, tuple(rows), tuple(_case_class(r) for r in records))
 
 
 def _fastest_table(fastest: pd.DataFrame, fidelity: pd.DataFrame | None = None) -> Table:
@@ -367,7 +370,7 @@ def _fastest_table(fastest: pd.DataFrame, fidelity: pd.DataFrame | None = None) 
             "n", "delegation", "flags", "cannot be told apart from", "note")
     index = sections.fidelity_index(fidelity) if fidelity is not None else {}
     rows, classes = [], []
-    for _, r in fastest.iterrows():
+    for r in fastest.to_dict("records"):
         config = (f"{r['quantization']} / {r['delegate']} / {r['threads']} threads"
                   if _s(r["quantization"]) else "—")
         note = _s(r["note"])
