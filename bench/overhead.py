@@ -73,7 +73,8 @@ def instrument(timer: ExclusiveTimer) -> None:
     timer.wrap(api, "render_report", "run_plan: report", absorb=True)
     timer.wrap(runner, "run", WAIT)
     timer.wrap(W, "run", "worker: other")
-    timer.wrap(W, "stage", "stage: lock with sha256 checks, --help smoke check, cleanup, idle probe",
+    timer.wrap(W, "stage",
+               "stage: lock with sha256 checks, --help smoke check, cleanup, idle probe",
                absorb=True)
     timer.wrap(W, "release", "release lock", absorb=True)
     timer.wrap(W, "wait_cool", "gate: decision and sleeps between polls")

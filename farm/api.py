@@ -469,19 +469,39 @@ def open_store(db: Path, *, must_exist: bool = True) -> Store:
 
 def render_report(store_or_db: Store | Path, run_ref: str, out_dir: Path = DEFAULT_REPORTS
                   ) -> Path:
-    """(Re)generate reports/<run-id>/index.html, summary.csv and samples.csv from the store."""
+    """(Re)generate reports/<run-id>/index.html, summary.csv and samples.csv from the store.
+
+    A big run's report workers (farm.workers, see `plots.report_workers`) start before its
+    samples are read, so that their imports overlap the reading; one of them writes
+    samples.csv straight from the store."""
     from farm.report import ReportData
     from farm.report import render_report as _render
+    from farm.report.plots import report_workers
+    from farm.store import write_samples_csv
+    from farm.workers import Workers
 
     store = store_or_db if isinstance(store_or_db, Store) else open_store(store_or_db)
+    pool = None
     try:
         run_id = store.resolve_run(run_ref)
+        n_workers = report_workers(store.count_samples(run_id))
+        pool = Workers(n_workers) if n_workers else None
+        target = Path(out_dir) / run_id
+        samples_csv = None
+        if pool is not None:
+            target.mkdir(parents=True, exist_ok=True)
+            samples_csv = pool.submit(write_samples_csv, store.path, run_id,
+                                      target / "samples.csv")
         data = ReportData(run=store.run(run_id), devices=store.devices(run_id),
                           variants=store.variants_frame(run_id),
                           samples=store.load_samples(run_id), fidelity=store.fidelity(run_id),
-                          history=store.history_samples(until_run=run_id, max_runs=30))
-        return Path(_render(data, Path(out_dir) / run_id))
+                          # earlier runs only: this run's samples are loaded above
+                          history=store.history_samples(until_run=run_id, max_runs=29,
+                                                        include_until=False))
+        return Path(_render(data, target, pool=pool, samples_csv=samples_csv))
     finally:
+        if pool is not None:
+            pool.close()
         if store is not store_or_db:
             store.close()
 

@@ -403,6 +403,13 @@ class Store:
             out.setdefault(case_id, {})[int(rnd)] = float(avg)
         return out
 
+    def count_samples(self, run_id: str) -> int:
+        """How many samples the run has stored (any status or phase)."""
+        with self._lock:
+            row = self._conn.execute("SELECT COUNT(*) FROM samples WHERE run_id=?",
+                                     (run_id,)).fetchone()
+        return int(row[0])
+
     def load_samples(self, run_id: str | None = None, *, raw: bool = False) -> pd.DataFrame:
         """Samples (one row each) with the device label, tier and simulated flag joined in."""
         import pandas as pd
@@ -448,11 +455,12 @@ class Store:
                                        params).fetchone()
         return None if found is None else str(found[0])
 
-    def history_samples(self, *, until_run: str | None = None, max_runs: int = 60
-                        ) -> pd.DataFrame:
+    def history_samples(self, *, until_run: str | None = None, max_runs: int = 60,
+                        include_until: bool = True) -> pd.DataFrame:
         """Measure-phase samples of the newest `max_runs` runs that started no later than
-        `until_run` (every run when None), with `run_started_at` and `run_status`; the
-        columns regression thresholds and trends need, not the raw output."""
+        `until_run` (every run when None; without `until_run` itself when not
+        `include_until`), with `run_started_at` and `run_status`; the columns regression
+        thresholds and trends need, not the raw output."""
         import pandas as pd
 
         with self._lock:
@@ -465,6 +473,9 @@ class Store:
                     self.run(until_run)  # raises with the recent list
                 sql += " WHERE started_at <= ?"
                 params = (row[0],)
+                if not include_until:
+                    sql += " AND run_id != ?"
+                    params = (row[0], until_run)
             runs = self._conn.execute(sql + " ORDER BY started_at DESC LIMIT ?",
                                       (*params, max_runs)).fetchall()
             ids = [r[0] for r in runs]
@@ -501,3 +512,13 @@ def load_samples(db: Path, run_id: str | None = None) -> pd.DataFrame:
         raise StoreError(f"{db}: no such database")
     with Store(db) as store:
         return store.load_samples(None if run_id is None else store.resolve_run(run_id))
+
+
+def write_samples_csv(db: Path, run_id: str, path: Path) -> int:
+    """Write a run's samples, as `Store.load_samples` gives them, to a CSV (what a report's
+    samples.csv holds; run by a report worker, which reads the store itself instead of being
+    sent 100k rows). Returns the number of rows."""
+    with Store(db) as store:
+        frame = store.load_samples(run_id)
+    frame.to_csv(path, index=False)
+    return len(frame)

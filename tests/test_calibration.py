@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from farm.calibration import (
-    calibration_fingerprint,
     calibration_description,
+    calibration_fingerprint,
     calibration_label,
     list_images,
     load_calibration,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -276,6 +277,15 @@ def test_speedup_figure_structure(frames: tuple[pd.DataFrame, ...]) -> None:
     assert all(c.has_xerr for c in _errorbars(ax))
     assert any(list(line.get_xdata()) == [1.0, 1.0] for line in ax.get_lines())
     assert ax.get_xscale() == "log"
+    # one label per row, left of the axes at the row's height, top row first
+    labels = sorted(ax.texts, key=lambda t: -t.get_position()[1])
+    want = [f"{r.model} {r.quantization} vs {r.baseline} / {r.delegate} / t{r.threads}"
+            for r in comparable.itertuples()]
+    assert [t.get_text() for t in labels] == want
+    assert [t.get_position()[1] for t in labels] == list(range(len(want)))[::-1]
+    fig.canvas.draw()  # log ticks are plain numbers, never mathtext powers of ten
+    ticks = [t.get_text() for t in ax.get_xticklabels(minor=True) + ax.get_xticklabels()]
+    assert any(ticks) and not any("$" in t or "e-" in t for t in ticks)
 
 
 def test_init_memory_and_size_figures(frames: tuple[pd.DataFrame, ...]) -> None:
@@ -520,6 +530,48 @@ def test_v2_through_the_store(tmp_path: Path) -> None:
     assert len(_rows(table)) == 3
     assert len([r for r in _rows(_section(html, "speedups")) if "FAST BUT WRONG" in r]) == 1
     assert "Total waiting: 304 s.\n  20 sample(s) are tainted" in _section(html, "thermal")
+
+
+def test_report_workers_give_the_same_report(tmp_path: Path) -> None:
+    """Figures drawn and samples.csv written by worker processes: every file is byte for
+    byte what the serial path writes (the byte cap still applies in page order)."""
+    from farm.workers import Workers
+
+    data, _ = make_v2_report_data(history_runs=2)
+    serial = render_report(data, tmp_path / "serial", budget=plots.FigureBudget(max_bytes=60_000))
+    pool = Workers(2)
+    try:
+        par = render_report(data, tmp_path / "workers", pool=pool,
+                            budget=plots.FigureBudget(max_bytes=60_000, pool=pool))
+    finally:
+        pool.close()
+    names = sorted(p.name for p in serial.parent.iterdir())
+    assert names == sorted(p.name for p in par.parent.iterdir())
+    for name in names:
+        assert (serial.parent / name).read_bytes() == (par.parent / name).read_bytes(), name
+    html = par.read_text()
+    assert 0 < len(IMG.findall(html)) < 14 and 'id="budget-notice"' in html
+
+
+def test_report_workers_only_for_big_reports() -> None:
+    assert plots.report_workers(plots.PARALLEL_MIN_SAMPLES - 1, cpu_count=8) == 0
+    assert plots.report_workers(100_000, cpu_count=1) == 0
+    assert plots.report_workers(100_000, cpu_count=2) == 2
+    assert plots.report_workers(100_000, cpu_count=64) == 4
+
+
+def test_a_figure_that_fails_in_a_worker_fails_the_report(tmp_path: Path) -> None:
+    from farm.workers import Workers
+
+    pool = Workers(1)
+    try:
+        budget = plots.FigureBudget(pool=pool)
+        pending = budget.png(partial(plots.speedup_figure, "not a frame"))
+        with pytest.raises(RuntimeError, match="AttributeError"):
+            budget.finish()
+        assert not isinstance(pending, str)
+    finally:
+        pool.close()
 
 
 # --- scale -------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -40,6 +41,7 @@ from farm.report.tables import (
     text,
     truthy,
 )
+from farm.workers import Workers, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -66,24 +68,51 @@ class ReportData:
 
 
 def render_report(data: ReportData, out_dir: Path, *, exclude_tainted: bool = True,
-                  budget: plots.FigureBudget | None = None) -> Path:
+                  budget: plots.FigureBudget | None = None, pool: Workers | None = None,
+                  samples_csv: Future[Any] | None = None) -> Path:
     """Write index.html and the CSVs (summary, speedups, samples; sustained and trends when
-    there are any) in out_dir; return index.html."""
-    cases = analysis.group_cases(data.samples)  # grouped once for both tables
-    summary = analysis.summarize(cases, exclude_tainted=exclude_tainted)
-    speedups = analysis.speedups(cases, exclude_tainted=exclude_tainted)
-    html, extra = _render(data, summary, speedups, exclude_tainted, budget)
-    index = out_dir / "index.html"
+    there are any) in out_dir; return index.html.
+
+    A big report (`plots.report_workers`) is rendered with worker processes (`pool`, the
+    caller's to close; else started here, first, so that they import while the tables are
+    computed): one writes samples.csv, the others draw the figures. With a `budget` given,
+    figures are drawn in it (serially unless it has a pool). `samples_csv`: samples.csv is
+    already being written there (by a worker reading the store); wait for it."""
+    own = None
+    if pool is None and budget is None:
+        n_workers = plots.report_workers(len(data.samples))
+        pool = own = Workers(n_workers) if n_workers else None
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        summary.to_csv(out_dir / "summary.csv", index=False)
-        speedups.to_csv(out_dir / "speedups.csv", index=False)
-        data.samples.to_csv(out_dir / "samples.csv", index=False)
-        for name, frame in extra.items():
-            frame.to_csv(out_dir / name, index=False)
-        index.write_text(html, encoding="utf-8")
-    except OSError as e:
-        raise FarmError(f"{out_dir}: cannot write the report: {e}") from e
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FarmError(f"{out_dir}: cannot write the report: {e}") from e
+        if samples_csv is None and pool is not None:
+            samples_csv = pool.submit(write_csv, data.samples, out_dir / "samples.csv")
+        budget = budget or plots.FigureBudget(pool=pool)
+        cases = analysis.group_cases(data.samples)  # grouped once for both tables
+        summary = analysis.summarize(cases, exclude_tainted=exclude_tainted)
+        speedups = analysis.speedups(cases, exclude_tainted=exclude_tainted)
+        html, extra = _render(data, summary, speedups, exclude_tainted, budget)
+        index = out_dir / "index.html"
+        try:
+            summary.to_csv(out_dir / "summary.csv", index=False)
+            speedups.to_csv(out_dir / "speedups.csv", index=False)
+            if samples_csv is None:
+                write_csv(data.samples, out_dir / "samples.csv")
+            for name, frame in extra.items():
+                frame.to_csv(out_dir / name, index=False)
+            if samples_csv is not None:
+                try:
+                    samples_csv.result()
+                except RuntimeError as e:
+                    raise OSError(str(e)) from None
+            index.write_text(html, encoding="utf-8")
+        except OSError as e:
+            raise FarmError(f"{out_dir}: cannot write the report: {e}") from e
+    finally:
+        if own is not None:
+            own.close()
     log.info("report written to %s", index)
     return index
 
@@ -167,6 +196,8 @@ def _context(data: ReportData, summary: pd.DataFrame, speedups: pd.DataFrame,
         },
         "max_sample_rows": sections.MAX_SAMPLE_ROWS,
     })
+    budget.finish()  # the workers' figures, with the byte cap applied in page order
+    context = plots.resolve(context)
     context["budget"] = {"figures": budget.figures, "omitted": budget.omitted,
                          "max_figures": budget.max_figures,
                          "max_mb": f"{budget.max_bytes / 1e6:.1f}"}

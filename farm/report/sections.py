@@ -545,7 +545,7 @@ def trends_section(history: pd.DataFrame | None, samples: pd.DataFrame,
     Only this run's cases are trended (history rows of other cases are dropped). The table
     and trends.csv hold every case; each device's chart draws its most changed cases.
     """
-    if history is None or history.empty:
+    if history is None:
         return {"present": False, "reason": "no history was loaded for this report"}
     run_id = text(run.get("run_id"))
     current = measure_rows(samples)
