@@ -1,10 +1,11 @@
 """A bare LiteRT interpreter loop (the reference for benchmark 3), as a child process.
 
-    python bench/_bare_loop.py MODEL THREADS WARMUP RUNS
+    python bench/_bare_loop.py MODEL THREADS WARMUP RUNS [reset]
 
 Prints one JSON line: {"avg_us": mean of the timed invoke() calls, "n": RUNS}. Inputs are set
-once before the loop (the same random data every run); only `invoke()` is timed, with
-perf_counter_ns, as farm's runner and the LiteRT tool time theirs.
+once before the loop (the same random data every run); with `reset`, they are set again before
+every run, untimed, as benchmark_model's ResetInputsAndOutputs does (and farm's runner). Only
+`invoke()` is timed, with perf_counter_ns, as farm's runner and the LiteRT tool time theirs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ def main() -> int:
         sys.argv[4])
     interp = Interpreter(model_path=model, num_threads=threads)
     interp.allocate_tensors()
+    reset = sys.argv[5:6] == ["reset"]
     rng = np.random.default_rng(0)
+    inputs = []
     for d in interp.get_input_details():
         dtype = np.dtype(d["dtype"])
         if dtype.kind == "f":
@@ -31,12 +34,16 @@ def main() -> int:
         else:
             data = rng.integers(-128, 127, d["shape"], endpoint=True).astype(dtype)
         interp.set_tensor(d["index"], data)
-    invoke = interp.invoke
+        inputs.append((d["index"], data))
+    invoke, set_tensor = interp.invoke, interp.set_tensor
     for _ in range(warmup):
         invoke()
     clock = time.perf_counter_ns
     times = []
     for _ in range(runs):
+        if reset:
+            for index, data in inputs:
+                set_tensor(index, data)
         t0 = clock()
         invoke()
         times.append(clock() - t0)
