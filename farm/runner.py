@@ -276,7 +276,10 @@ class DeviceWorker:
             self.binary_argv = (binary[1],)
         else:
             self.binary_argv = self.t.binary.argv_prefix
-        self.binary_flags = self.smoke_check()
+        android = self.t.info.kind == "adb"
+        self.sensors = probes.discover(dev, cpu_count=self.t.info.cpu_count, android=android)
+        self.binary_flags, idle = self.smoke_check()
+        idle_at = self.monotonic()
         for sha, (local, remote) in models.items():
             self.stats.bytes_pushed += dev.push(local, remote)
             self.remote_models[sha] = remote
@@ -290,27 +293,37 @@ class DeviceWorker:
             if removed:
                 log.info("%s: removed %d stale files: %s", self.serial, len(removed),
                          ", ".join(removed))
-        android = self.t.info.kind == "adb"
-        self.sensors = probes.discover(dev, cpu_count=self.t.info.cpu_count, android=android)
-        idle = probes.sample(dev, self.sensors)
+        if idle is None:
+            idle = probes.sample(dev, self.sensors)
+            idle_at = self.monotonic()
         self.baseline = probes.Baseline(temp_c=idle.max_temp_c, probe=idle)
-        self._last_probe = (self.monotonic(), idle)  # the first gate's first reading
+        self._last_probe = (idle_at, idle)  # the first gate's first reading, if still fresh
         self.emit(kind="device_ready", bytes_pushed=self.stats.bytes_pushed,
                   message=f"{self.t.info.label}: staged, baseline "
                           f"{_fmt_temp(idle.max_temp_c)}")
 
-    def smoke_check(self) -> frozenset[str]:
+    def smoke_check(self) -> tuple[frozenset[str], probes.Probe | None]:
         """Run `benchmark_model --help` once; it must print its usage table (it exits 1 by
-        design). Returns the flags it knows. A binary that cannot run here (wrong ABI,
+        design). Returns the flags it knows, and on a phone the idle sensor reading taken in
+        the same shell right after it (else None). A binary that cannot run here (wrong ABI,
         missing libraries, not executable) raises BenchmarkError with what it printed."""
-        r = self.t.device.shell([*self.binary_argv, "--help"], timeout_s=SMOKE_TIMEOUT_S)
+        argv = [*self.binary_argv, "--help"]
+        shell_then = getattr(self.t.device, "shell_then", None) \
+            if self.sensors.has_dumpsys else None
+        idle = None
+        if callable(shell_then):
+            r, after = shell_then(argv, probes.tick_script(self.sensors),
+                                  timeout_s=SMOKE_TIMEOUT_S)
+            idle = probes.parse_tick(after, self.sensors) if after is not None else None
+        else:
+            r = self.t.device.shell(argv, timeout_s=SMOKE_TIMEOUT_S)
         flags = frozenset(_USAGE_FLAG.findall(r.output))
         if r.timed_out or "graph" not in flags:
             what = "timed out" if r.timed_out else f"exited {r.returncode}"
             text = " ".join(r.output.strip().splitlines()[:3])[:300] or "no output"
             raise BenchmarkError(f"{self.serial}: benchmark_model --help {what} without "
                                  f"printing its flags: {text}")
-        return flags
+        return flags, idle
 
     # -------------------------------------------------------------- gate
 

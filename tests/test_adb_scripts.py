@@ -115,8 +115,9 @@ def _count_shells(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, tuple[str,
 @pytest.mark.parametrize("profile", PROFILES)
 def test_a_warm_run_costs_few_round_trips(profile: str, sim_fleet, tmp_path: Path,  # noqa: F811
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rerun on a phone that holds the files: discovery 1 shell, staging 4 (lock and hashes,
-    --help, cleanup, idle probe), 1 per sample (the closing probe rides along), release 1.
+    """Rerun on a phone that holds the files: discovery 1 shell, staging 3 (lock and hashes;
+    --help with the idle reading after it; cleanup), 1 per sample (the closing probe rides
+    along), release 1.
     The stored sample still has a closing reading, and its argv is benchmark_model's own."""
     [h] = sim_fleet(profiles=(profile,), time_scale=20.0)
 
@@ -138,7 +139,7 @@ def test_a_warm_run_costs_few_round_trips(profile: str, sim_fleet, tmp_path: Pat
     mine = [argv for thread, argv in calls if not thread.startswith("farm-sampler")]
     benchmark = [a for a in mine if any(x.startswith("--graph=") for x in a)]
     assert len(benchmark) == 3 and all(a[:2] == ("sh", "-c") for a in benchmark)
-    assert len(mine) == 1 + 4 + 3 + 1, [a[:3] for a in mine]
+    assert len(mine) == 1 + 3 + 3 + 1, [a[:3] for a in mine]
     with Store(tmp_path / "db.sqlite") as store:
         df = store.load_samples(second.run_id, raw=True)
     assert (df["status"] == "ok").all() and len(df) == 3
