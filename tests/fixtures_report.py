@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -599,3 +600,12 @@ def make_scale_report_data(n_samples: int = 100_000, *, n_devices: int = 8,
            "sweep_json": sustained_sweep_json(duration_s=sustained_s, window_s=window_s)}
     return ReportData(run=run, devices=devices, variants=pd.DataFrame(), samples=frame,
                       fidelity=make_fidelity(samples, wrong=(), run_id=run["run_id"]))
+
+
+def stored_v2_run(db: Path, *, history_runs: int = 0) -> tuple[str, ReportData]:
+    """`make_v2_report_data` written into a new store at `db` (with its sustained series);
+    (run_id, the data)."""
+    data, series = make_v2_report_data(history_runs=history_runs)
+    with Store(db) as store:
+        write_store(store, data, series=series)
+    return str(data.run["run_id"]), data

@@ -26,9 +26,9 @@ from tests.fixtures_report import (
     make_scale_samples,
     make_v2_report_data,
     scale_devices,
+    stored_v2_run,
     sustained_frame,
     thermal_windows,
-    write_store,
 )
 
 IMG = re.compile(r'<img src="(data:image/png;base64,[A-Za-z0-9+/=]+)"')
@@ -514,11 +514,9 @@ def test_policy_section(rendered_v2: tuple[str, Path, ReportData]) -> None:
 
 def test_v2_through_the_store(tmp_path: Path) -> None:
     """Rows written with Store.append come back as a report with every v2 section."""
-    data, series = make_v2_report_data(history_runs=0)
     db = tmp_path / "farm.sqlite"
+    run_id, _ = stored_v2_run(db)
     with Store(db) as store:
-        write_store(store, data, series=series)
-        run_id = str(data.run["run_id"])
         raw = store.load_samples(run_id, raw=True)
         loaded = ReportData(run=store.run(run_id), devices=store.devices(run_id),
                             variants=store.variants_frame(run_id),

@@ -12,7 +12,7 @@ from farm import api
 from farm.report import plots
 from farm.store import Store, write_samples_csv
 from farm.workers import Workers
-from tests.fixtures_report import make_v2_report_data, write_store
+from tests.fixtures_report import stored_v2_run
 
 
 def _print_then_square(x: int) -> int:
@@ -70,11 +70,9 @@ def test_big_report_path_through_the_store(tmp_path: Path, monkeypatch: pytest.M
                                            ) -> None:
     """api.render_report with workers (threshold lowered to this small run): samples.csv is
     written by a worker straight from the store, and the report equals the serial one."""
-    data, series = make_v2_report_data(history_runs=0)
     db = tmp_path / "farm.sqlite"
+    run_id, _ = stored_v2_run(db)
     with Store(db) as store:
-        write_store(store, data, series=series)
-        run_id = str(data.run["run_id"])
         assert store.count_samples(run_id) == len(store.load_samples(run_id))
     serial = api.render_report(db, run_id, tmp_path / "serial")
     calls: list[int] = []
@@ -102,11 +100,9 @@ def store_rows(db: Path, run_id: str) -> int:
 
 
 def test_history_can_leave_out_the_run_itself(tmp_path: Path) -> None:
-    data, series = make_v2_report_data(history_runs=2)
     db = tmp_path / "farm.sqlite"
+    run_id, _ = stored_v2_run(db, history_runs=2)
     with Store(db) as store:
-        write_store(store, data, series=series)
-        run_id = str(data.run["run_id"])
         with_it = store.history_samples(until_run=run_id)
         without = store.history_samples(until_run=run_id, include_until=False)
     assert run_id in set(with_it["run_id"]) and run_id not in set(without["run_id"])
