@@ -660,7 +660,7 @@ def _fidelity(ctx: _Ctx, value: Any) -> FidelitySpec:
                 raw = t[key]
                 vals[key] = None if raw is None else _float(
                     ctx, f"fidelity.tolerances.{q}.{key}", raw, lo, hi)
-        tolerances.append((q, Tolerance(**vals)))  # type: ignore[arg-type]
+        tolerances.append((q, Tolerance(**vals)))
     if not any(q == "default" for q, _ in tolerances):
         tolerances.insert(0, ("default", Tolerance()))
     return FidelitySpec(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 
 from farm.devices import DeviceInfo
-from farm.models import Case, DelegateSpec, ModelVariant, SustainedSpec, Sweep
+from farm.models import Case, DelegateSpec, ModelVariant, Rule, SustainedSpec, Sweep
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,18 @@ def _applicability(spec: DelegateSpec, info: DeviceInfo, quantization: str,
     return ""
 
 
+
+def _wanted(sweep: Sweep, *, model: str, quantization: str, delegate: str, threads: int,
+            device: str) -> bool:
+    """The sweep's include/exclude rules: no exclude rule matches, and an include rule does
+    (when there are any)."""
+    def hit(rule: Rule) -> bool:
+        return rule.matches(model=model, quantization=quantization, delegate=delegate,
+                            threads=threads, device=device)
+
+    return not any(hit(r) for r in sweep.exclude) and \
+        (not sweep.include or any(hit(r) for r in sweep.include))
+
 def expand(sweep: Sweep, devices: Sequence[DeviceInfo], delegates: Mapping[str, DelegateSpec],
            variants: Mapping[tuple[str, str], ModelVariant], *,
            binary_sha256: Mapping[str, str] | None = None,
@@ -88,11 +100,8 @@ def expand(sweep: Sweep, devices: Sequence[DeviceInfo], delegates: Mapping[str, 
                 variant = variants.get((model.name, quant))
                 for dname in sweep.delegates:
                     for threads in sweep.threads:
-                        keys = dict(model=model.name, quantization=quant, delegate=dname,
-                                    threads=threads, device=info.serial)
-                        if any(r.matches(**keys) for r in sweep.exclude):
-                            continue
-                        if sweep.include and not any(r.matches(**keys) for r in sweep.include):
+                        if not _wanted(sweep, model=model.name, quantization=quant,
+                                       delegate=dname, threads=threads, device=info.serial):
                             continue
                         sha = variant.sha256 if variant else ""
                         case = Case(

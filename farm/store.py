@@ -342,7 +342,7 @@ class Store:
         if len(matches) == 1:
             return str(matches[0])
         if not matches:
-            return self.run(ref)["run_id"]  # raises with the recent list
+            return str(self.run(ref)["run_id"])  # raises with the recent list
         raise StoreError(f"{self.path}: {ref!r} matches several runs: {', '.join(matches[:5])}")
 
     def _run_ids(self) -> list[dict[str, Any]]:
