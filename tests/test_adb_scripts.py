@@ -151,3 +151,25 @@ def test_a_warm_run_costs_few_round_trips(profile: str, sim_fleet, tmp_path: Pat
         after = json.loads(env_json)["series"]["after"]
         assert after["uptime_s"] is not None and after["temps_c"]
         assert "@@farm-after" not in raw and "==> /proc/uptime" not in raw
+
+
+def test_a_shell_is_one_connection_to_the_adb_server(sim_fleet,  # noqa: F811
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """adbutils asks the server's version before every shell (a second connection, closed
+    with a 10 ms sleep); farm's client asks once."""
+    [h] = sim_fleet(profiles=("midrange",))
+    server = f"127.0.0.1:{h.adb_port}"
+    client = adb._client(server)
+    dev = adb.AdbDevice(client, h.serial, server=server)
+    dev.shell(["true"], timeout_s=10)  # features and the version, once
+    made: list[int] = []
+    real = type(client).make_connection
+
+    def counting(self, *a, **k):  # type: ignore[no-untyped-def]
+        made.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(type(client), "make_connection", counting)
+    for _ in range(3):
+        assert dev.shell(["echo", "x"], timeout_s=10).stdout.strip() == "x"
+    assert len(made) == 3

@@ -8,6 +8,7 @@ Pushes are skipped when the phone already holds a file with the same sha256.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import posixpath
@@ -537,11 +538,29 @@ class AdbDevice:
 
 # ----------------------------------------------------------------------------- discovery
 
-def _client(server: str) -> Any:
+@functools.cache
+def _client_class() -> Any:
     from adbutils import AdbClient
 
+    class Client(AdbClient):  # type: ignore[misc]
+        """adbutils' client, asking the server's version once: adbutils asks it before every
+        shell and sync connection to a serial, which is a second connection to the server (and
+        its 10 ms close) per round trip. The version of a running server does not change; a
+        restarted one is the same adb binary."""
+
+        _version: int | None = None
+
+        def server_version(self) -> int:
+            if self._version is None:
+                self._version = int(super().server_version())
+            return self._version
+
+    return Client
+
+
+def _client(server: str) -> Any:
     host, _, port = server.rpartition(":")
-    return AdbClient(host=host, port=int(port), socket_timeout=QUICK_TIMEOUT_S)
+    return _client_class()(host=host, port=int(port), socket_timeout=QUICK_TIMEOUT_S)
 
 
 def ensure_server(server: str) -> bool:
