@@ -56,6 +56,9 @@ def test_cleanup_listing_and_what_is_stale(profile: str) -> None:
     # names farm never writes, and paths outside its directories, are never removed
     assert adb.stale_entries([(0, f"{W}/models/a b"), (0, "/data/local/tmp/other")], [],
                              now) == []
+    # a phone that lists ".." (or "." ) never gets farm's own directory removed
+    assert adb.stale_entries([(0, f"{W}/models/.."), (0, f"{W}/tmp/."),
+                              (0, f"{W}/tmp//x")], [], now) == []
 
 
 @pytest.mark.parametrize("profile", PROFILES)

@@ -214,8 +214,10 @@ def stale_entries(entries: Sequence[tuple[int, str]], keep: Sequence[str], now: 
     out = []
     for mtime, path in entries:
         sub, _, name = path[len(workdir) + 1:].partition("/")
+        # the listing comes from the phone: only plain names right under farm's directories
         if not path.startswith(workdir + "/") or sub not in ("models", "bin", "tmp") \
-                or not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+                or not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name in (".", "..") \
+                or posixpath.normpath(path) != path:
             continue
         if any(k == path or k.startswith(path + "/") for k in keep):
             continue
