@@ -489,7 +489,10 @@ def render_report(store_or_db: Store | Path, run_ref: str, out_dir: Path = DEFAU
         target = Path(out_dir) / run_id
         samples_csv = None
         if pool is not None:
-            target.mkdir(parents=True, exist_ok=True)
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise FarmError(f"{target}: cannot write the report: {e}") from e
             samples_csv = pool.submit(write_samples_csv, store.path, run_id,
                                       target / "samples.csv")
         data = ReportData(run=store.run(run_id), devices=store.devices(run_id),

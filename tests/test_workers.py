@@ -109,3 +109,16 @@ def test_history_can_leave_out_the_run_itself(tmp_path: Path) -> None:
     assert set(without["run_id"]) == set(with_it["run_id"]) - {run_id}
 
 
+
+
+def test_big_report_into_an_unwritable_place_is_a_clear_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from farm.errors import FarmError
+
+    db = tmp_path / "farm.sqlite"
+    run_id, _ = stored_v2_run(db)
+    blocker = tmp_path / "reports"
+    blocker.write_text("a file where the reports folder should be")
+    monkeypatch.setattr(plots, "PARALLEL_MIN_SAMPLES", 1)
+    with pytest.raises(FarmError, match="cannot write the report"):
+        api.render_report(db, run_id, blocker)
