@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -515,7 +515,8 @@ def write_store(store: Store, data: ReportData,
     by sample_id into env_json), so a test can load it back with the store's own readers."""
     run = dict(data.run)
     run_id = str(run.pop("run_id"))
-    known = {"sweep_file", "sweep_sha256", "sweep_json", "ended_at", "status", "farm_version",
+    known = {"sweep_file", "sweep_sha256", "sweep_json", "started_at", "ended_at", "status",
+             "farm_version",
              "tf_version", "litert_version", "host", "git_sha", "calibration", "seed", "repeats"}
     store.start_run(run_id, **{k: v for k, v in run.items() if k in known})
     for d in data.devices:
@@ -602,10 +603,16 @@ def make_scale_report_data(n_samples: int = 100_000, *, n_devices: int = 8,
                       fidelity=make_fidelity(samples, wrong=(), run_id=run["run_id"]))
 
 
-def stored_v2_run(db: Path, *, history_runs: int = 0) -> tuple[str, ReportData]:
-    """`make_v2_report_data` written into a new store at `db` (with its sustained series);
+def stored_v2_run(db: Path, *, earlier_runs: Sequence[str] = ()) -> tuple[str, ReportData]:
+    """`make_v2_report_data` written into a new store at `db` (with its sustained series),
+    after the same samples as earlier runs with these ids (started a day apart, before it);
     (run_id, the data)."""
-    data, series = make_v2_report_data(history_runs=history_runs)
+    data, series = make_v2_report_data(history_runs=0)
     with Store(db) as store:
+        for i, rid in enumerate(earlier_runs):
+            day = date(2025, 12, 1) + timedelta(days=i)
+            write_store(store, replace(data, run={**data.run, "run_id": rid,
+                                                  "started_at": f"{day.isoformat()}T00:00:00"}),
+                        series=series)
         write_store(store, data, series=series)
     return str(data.run["run_id"]), data

@@ -101,12 +101,14 @@ def store_rows(db: Path, run_id: str) -> int:
 
 def test_history_can_leave_out_the_run_itself(tmp_path: Path) -> None:
     db = tmp_path / "farm.sqlite"
-    run_id, _ = stored_v2_run(db, history_runs=2)
+    run_id, _ = stored_v2_run(db, earlier_runs=("night-1", "night-2"))
     with Store(db) as store:
         with_it = store.history_samples(until_run=run_id)
         without = store.history_samples(until_run=run_id, include_until=False)
-    assert run_id in set(with_it["run_id"]) and run_id not in set(without["run_id"])
-    assert set(without["run_id"]) == set(with_it["run_id"]) - {run_id}
+        before = store.history_samples(until_run="night-2", include_until=False)
+    assert set(with_it["run_id"]) == {run_id, "night-1", "night-2"}
+    assert set(without["run_id"]) == {"night-1", "night-2"}
+    assert set(before["run_id"]) == {"night-1"}  # later runs are never history
 
 
 
