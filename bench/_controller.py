@@ -23,10 +23,11 @@ if str(ROOT) not in sys.path:
 def _status_mb(key: str) -> float:
     """VmRSS / VmHWM of this process. (getrusage's ru_maxrss is no good here: Linux keeps it
     across fork and exec, so a child of a big parent reports the parent's peak.)"""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    from farm.probes import parse_proc_status_kb
+
+    rss, hwm = parse_proc_status_kb(Path("/proc/self/status").read_text())
+    kb = {"VmRSS": rss, "VmHWM": hwm}[key]
+    return float("nan") if kb is None else kb / 1024
 
 
 def main() -> int:

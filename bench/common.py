@@ -154,11 +154,10 @@ def median(xs: Sequence[float]) -> float:
 
 
 def cv(xs: Sequence[float]) -> float:
-    """Coefficient of variation (sample stdev / mean); nan below 2 values."""
-    if len(xs) < 2:
-        return float("nan")
-    m = statistics.fmean(xs)
-    return statistics.stdev(xs) / m if m else float("nan")
+    """Coefficient of variation (sample stdev / mean), as farm reports it; nan below 2."""
+    from farm.analysis import coefficient_of_variation
+
+    return coefficient_of_variation(xs)
 
 
 def pct(x: float, digits: int = 1) -> str:
@@ -239,8 +238,14 @@ def start_servers(n: int) -> list[Any]:
         while any(s.port == port for s in servers):
             port = free_port()
         servers.append(AdbServer(port))
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        list(pool.map(lambda s: s.start(timeout_s=60), servers))
+    try:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            list(pool.map(lambda s: s.start(timeout_s=60), servers))
+    except BaseException:  # one failed to start: stop the ones that did
+        for s in servers:
+            with contextlib.suppress(Exception):
+                s.kill()
+        raise
     return servers
 
 
@@ -256,10 +261,10 @@ def lab(root: Path, *, profile: str, phones: int, servers: int = 2, time_scale: 
     """
     own = adb is None
     srv = start_servers(servers) if adb is None else list(adb)
-    root.mkdir(parents=True, exist_ok=True)
     hosts = max(1, min(hosts, phones))
     lab_ = Lab(root=root, servers=srv, phones=[])
     try:
+        root.mkdir(parents=True, exist_ok=True)
         for k in range(hosts):
             count = len(range(k, phones, hosts))
             mine = srv if hosts == 1 else [srv[k % len(srv)]]
@@ -417,11 +422,6 @@ class ExclusiveTimer:
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
-
-
-def thread_kind() -> str:
-    """'sampler' on farm's sampler threads, else 'worker'."""
-    return "sampler" if threading.current_thread().name.startswith("farm-sampler") else "worker"
 
 
 def proc_cpu_s(pid: int) -> float | None:

@@ -2,14 +2,17 @@
 benchmark_model, with a warm push cache; and where that time goes.
 
 A first run warms the cache (binary and model already on the phones); the second run is
-measured. Per device, `RunStats.benchmark_s / n_devices` (the benchmark_model shells) is set
-against `RunStats.wall_s` (the runner's wall time, all devices in parallel). The breakdown comes
+measured. Per device, benchmark_model's time (`RunStats.benchmark_s / n_devices`, the
+benchmark shells, less the closing sensor reading that runs in the same shell, estimated by
+`closing_probe_cost`) is set against `RunStats.wall_s` (the runner's wall time, all devices in
+parallel). The breakdown comes
 from timers wrapped around farm's own functions (`instrument`), on every thread: the device
 workers and the sampler threads (cProfile sees only one thread).
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 import threading
 import time
@@ -191,9 +194,10 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
     b = bench_per_dev / samples_per_dev
     need = (1 - GOAL) * per_run / (GOAL * b - (1 - GOAL) * per_sample) \
         if GOAL * b > (1 - GOAL) * per_sample else float("inf")
+    need_n = math.ceil(need) if need != float("inf") else need  # whole samples
     sec.headline = (f"{pct(frac)} at {samples_per_dev:.0f} samples per device "
                     f"({per_run:.2f} s per run + {per_sample * 1000:.0f} ms per sample); "
-                    + (f"<= 5 % from {need:.0f} samples per device; " if need != float("inf")
+                    + (f"<= 5 % from {need_n} samples per device; " if need != float("inf")
                        else "") + f"rerun pushed {s.bytes_pushed} bytes")
     sec.figures = {"phones": phones, "samples": m["samples"], "runner_wall_s": s.wall_s,
                    "benchmark_s_per_device": bench_per_dev, "overhead_fraction": frac,
@@ -213,7 +217,8 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
     sec.add()
     sec.table(["figure", "value"], [
         ["runner wall time (RunStats.wall_s)", f"{s.wall_s:.2f} s"],
-        ["benchmark_model time per device (RunStats.benchmark_s / devices)",
+        ["benchmark_model time per device (RunStats.benchmark_s / devices, less the "
+         "closing reading below)",
          f"{bench_per_dev:.2f} s"],
         ["**outside benchmark_model, share of the runner's wall time**", f"**{pct(frac)}**"],
         ["outside benchmark_model, share of the whole run_plan call", pct(frac_plan)],
@@ -226,7 +231,7 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
          f"{per_sample * 1000:.0f} ms = {pct(per_sample / (b + per_sample))} of a "
          f"{b:.2f} s sample"],
         ["samples per device a run needs for the goal, from these two",
-         f">= {need:.0f}" if need != float("inf") else "never (per-sample cost alone is over)"],
+         f">= {need_n}" if need != float("inf") else "never (per-sample cost alone is over)"],
         ["cooldown gate waits (device cooling, in the stored cooldown_wait_s)",
          f"{m['gate_wait_s']:.2f} s"],
         ["bytes pushed: first run / rerun",

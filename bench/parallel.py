@@ -155,7 +155,8 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
         "load_avg_before_after": [load0, load1]}
     sec.add(f"Profile `{profile}` on every phone, time scale 1 (samples take real time), model "
             f"{name}, delegates {', '.join(delegates)}, {repeats} repeats "
-            f"({samples[sizes[0]]} samples per phone), params {run_params}. The phones run "
+            f"({samples[sizes[0]] // sizes[0]} samples per phone), params {run_params}. "
+            f"The phones run "
             f"{PHONES_PER_PROCESS} to a simulator process (bench/simhost.py), each process "
             "on one of the 2 adb servers, as lab hosts have their own USB phones. "
             f"{reps} timed warm run(s) per size in ABBA order; "
@@ -167,9 +168,11 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
                "bytes pushed: first / second run"], rows)
     if pushed:
         n = big
+        why = ("the binary and model once per phone, then nothing: the phones' sha256sum "
+               "matches" if pushed[n][1] == 0 else "the second run pushed again: the phones' "
+               "sha256sum did not match")
         sec.add(f"Bytes pushed on the first run vs the second, {n} phones: "
-                f"{pushed[n][0]:,} vs {pushed[n][1]:,} (the binary and model once per phone, "
-                "then nothing: the phones' sha256sum matches).")
+                f"{pushed[n][0]:,} vs {pushed[n][1]:,} ({why}).")
         sec.add()
     if timers:
         lo, hi = sizes[0], big
@@ -189,7 +192,7 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
         sec.add()
         sec.table(["step", f"{lo} phone", f"{hi} phones (per phone)", "ratio"], trows)
     sec.add(f"Controller CPU per sample at {big} phones: "
-            f"{median(cpus[big]) / max(1, samples[big] * big) * 1000:.0f} ms "
+            f"{median(cpus[big]) / max(1, samples[big]) * 1000:.1f} ms "
             f"(share of one core over the run: {pct(median(cpus[big]) / median(walls[big]))}).")
     sec.add()
     return sec

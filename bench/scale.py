@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import PY, ROOT, Section, fmt, median, say
+from bench.common import PY, ROOT, Section, fmt, median, say, timed
 
 REPORT_GOAL_S = 15.0
 REPORT_GOAL_MB = 5.0
@@ -264,8 +264,8 @@ def run(quick: bool, workdir: Path | None = None) -> Section:
         compare_cli = _cli(hist, "compare", base, new, reps=reps)
         from farm import compare
 
-        runs_api = median([_timed(lambda: api.list_runs(hist)) for _ in range(reps)])
-        cmp_api = median([_timed(lambda: compare.compare_runs(hist, base, new))
+        runs_api = median([timed(lambda: api.list_runs(hist))[0] for _ in range(reps)])
+        cmp_api = median([timed(lambda: compare.compare_runs(hist, base, new))[0]
                           for _ in range(reps)])
     full = [r for r in reports if r["samples"] >= 100_000]
     if full:
@@ -339,7 +339,3 @@ def _profile_only(r: dict[str, Any]) -> dict[str, Any]:
     return {**r, "top": _top(prof)}
 
 
-def _timed(fn: Any) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0

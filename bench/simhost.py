@@ -55,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         fleet.stop()
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    hwm = next((int(line.split()[1]) / 1024 for line in
-                Path("/proc/self/status").read_text().splitlines()
-                if line.startswith("VmHWM:")), None)  # ru_maxrss survives exec: not ours
+    from farm.probes import parse_proc_status_kb
+
+    hwm_kb = parse_proc_status_kb(Path("/proc/self/status").read_text())[1]
+    hwm = None if hwm_kb is None else hwm_kb / 1024  # ru_maxrss survives exec: not ours
     print(json.dumps({"cpu_s": ru.ru_utime + ru.ru_stime, "max_rss_mb": hwm,
                       "wall_s": time.monotonic() - t0}), flush=True)
     return 0
