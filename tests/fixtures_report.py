@@ -395,19 +395,14 @@ def make_fidelity(samples: pd.DataFrame, *,
     return pd.DataFrame(rows)
 
 
-def make_history(runs: int = 4, *, regress_last: float = 1.0, seed: int = 7,
-                 **kwargs: Any) -> pd.DataFrame:
-    """Samples of `runs` nights of the same sweep (one run a day from 2025-12-01); the newest
-    night's latencies are multiplied by `regress_last` (an injected regression)."""
+def make_history(runs: int = 4, *, seed: int = 7, **kwargs: Any) -> pd.DataFrame:
+    """Samples of `runs` nights of the same sweep (one run a day from 2025-12-01)."""
     frames = []
     for i in range(runs):
         day = date(2025, 12, 1) + timedelta(days=i)
         run_id = f"{day:%Y%m%d}-000000-hist"
         frame = make_samples(seed=seed + i, run_id=run_id, **kwargs)
         frame["started_at"] = f"{day.isoformat()}T00:00:00"
-        if i == runs - 1 and regress_last != 1.0:
-            for col in ("avg_us", "inference_avg_us", "median_us"):
-                frame[col] = frame[col] * regress_last
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
@@ -545,7 +540,7 @@ def write_store(store: Store, data: ReportData,
         store.add_fidelity(data.fidelity.to_dict("records"))
 
 
-def make_v2_report_data(*, history_runs: int = 3, regress_last: float = 1.0
+def make_v2_report_data(*, history_runs: int = 3
                         ) -> tuple[ReportData, dict[int, dict[str, Any]]]:
     """The default synthetic run plus what schema v2 adds: sustained windows (a flagship that
     throttles and a mid-range phone that stays cool), fidelity rows (one "fast but wrong"
@@ -564,7 +559,7 @@ def make_v2_report_data(*, history_runs: int = 3, regress_last: float = 1.0
     series = {**hot.series(100_000), **cool.series(200_000), **hot_int8.series(300_000)}
     base = make_report_data(samples)
     run = {**base.run, "sweep_json": sustained_sweep_json(duration_s=120.0, window_s=5.0)}
-    history = (make_history(history_runs, regress_last=regress_last) if history_runs
+    history = (make_history(history_runs) if history_runs
                else None)
     data = ReportData(run=run, devices=base.devices, variants=base.variants, samples=samples,
                       fidelity=make_fidelity(measure), history=history, series=series)

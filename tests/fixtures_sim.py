@@ -105,6 +105,13 @@ class SimHandle:
         """This phone through adbutils."""
         return self.client().device(self.serial)
 
+    def farm_device(self) -> Any:
+        """This phone as farm drives it: a farm AdbDevice on farm's own adb client."""
+        from farm.devices import adb
+
+        server = f"127.0.0.1:{self.server.port}"
+        return adb.AdbDevice(adb._client(server), self.serial, server=server)
+
     def adb(
         self, *args: str, input: bytes | None = None, timeout_s: float = 60.0
     ) -> subprocess.CompletedProcess[bytes]:

@@ -537,13 +537,14 @@ def test_coverage_mix_lists_kinds_by_count_then_first_seen() -> None:
 
 def test_grouped_cases_match_a_per_case_pandas_reference() -> None:
     """summarize and speedups on `group_cases` give, per case, exactly what plain pandas gives
-    for the same definitions (medians, CI order statistics, p90, CV, counts, rounds paired)."""
+    for the same definitions (medians, CI order statistics, p90, CV, counts, rounds paired).
+    The CI ranks and the ratio CI come from median_ci / _ratio_ci, which have golden tests of
+    their own; here the check is that each case gets them from its own rows."""
     samples = make_samples(repeats=12, seed=4)
     samples.loc[samples.index[::17], "status"] = "failed"
     samples.loc[samples.index[5::23], "tainted"] = True
     cases = analysis.group_cases(samples)
     summary = analysis.summarize(cases)
-    assert summary.equals(analysis.summarize(samples))
     df = analysis.normalize_samples(samples)
     usable = analysis.usable_mask(df)
     n_checked = 0
@@ -566,7 +567,6 @@ def test_grouped_cases_match_a_per_case_pandas_reference() -> None:
         n_checked += 1
     assert n_checked > 20
     speed = analysis.speedups(cases)
-    assert speed.equals(analysis.speedups(samples))
     comparable = speed[speed["verdict"] != "not comparable"]
     assert len(comparable) > 5
     for r in comparable.to_dict("records"):

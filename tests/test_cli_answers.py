@@ -125,7 +125,9 @@ def test_policy_yaml_previous_and_json(db: Path, tmp_path: Path) -> None:
     payload = json.loads(r.output)
     assert payload["policy"]["objective"] == "p90"
     assert payload["previous"] == str(first)
-    assert isinstance(payload["changes"], list)
+    # the p90 objective picks the same configurations as p50 on this data; a change is shown
+    # by test_policy_writes_a_file_and_shows_changes above
+    assert payload["changes"] == []
 
 
 def test_policy_bad_out_suffix_is_a_usage_error(db: Path, tmp_path: Path) -> None:

@@ -17,8 +17,7 @@ MODEL = Path(__file__).resolve().parent / "data" / "models" / "tiny_fp32.tflite"
 
 
 def phone(handle) -> adb.AdbDevice:
-    return adb.AdbDevice(adb._client(f"127.0.0.1:{handle.adb_port}"), handle.serial,
-                         server=f"127.0.0.1:{handle.adb_port}")
+    return handle.farm_device()  # type: ignore[no-any-return]
 
 
 def test_lock_is_exclusive_and_stale_locks_are_taken_over(sim_fleet) -> None:  # noqa: F811

@@ -217,6 +217,7 @@ def test_a_transient_disconnect_is_retried_and_the_phone_goes_on(sim_fleet,  # n
     db, run_id = run_sweep(tmp_path, fleet, inject, delegates=("cpu", "xnnpack"), repeats=4)
     df = assert_nothing_lost(db, run_id)
     assert_healthy(df, healthy, per_phone=8)
+    assert victim.running.adbd.stats.connections_dropped >= 1  # the drop did happen
     mine = df[df["device"] == victim.serial]
     assert not (mine["status"] == "skipped").any(), mine[["status", "error"]].to_string()
     after = mine[mine["started_at"] > inject.fired_at]

@@ -394,13 +394,12 @@ def _stage(dev: Any, tmp: Path) -> tuple[tuple[str, ...], dict[str, str]]:
 
 @pytest.mark.slow
 def test_simulated_phones_flag_the_buggy_accelerator(sim_fleet, tmp_path: Path) -> None:  # noqa: F811
-    from farm.devices.adb import AdbDevice
 
     fleet = sim_fleet(profiles=("flagship", "old_armv7"), time_scale=50.0)
     s = spec(fp32=Tolerance(max_abs_error=0.01, min_cosine=0.999), int8=LOOSE_INT8)
     ref = fidelity.build_reference("tiny", FP32, s)
     flagship = fleet.by_profile("flagship")[0]
-    dev = AdbDevice(flagship.client(), flagship.serial, server=f"127.0.0.1:{flagship.adb_port}")
+    dev = flagship.farm_device()
     binary, remotes = _stage(dev, tmp_path / "f")
     rows = {}
     for v in (FP32, INT8):
@@ -429,7 +428,7 @@ def test_simulated_phones_flag_the_buggy_accelerator(sim_fleet, tmp_path: Path) 
     assert again["cosine_min"] == bad["cosine_min"]
     # a TF 1.15-era binary knows neither flag: skipped with the reason, not a wrong answer
     old = fleet.by_profile("old_armv7")[0]
-    odev = AdbDevice(old.client(), old.serial, server=f"127.0.0.1:{old.adb_port}")
+    odev = old.farm_device()
     obinary, oremotes = _stage(odev, tmp_path / "o")
     [skip] = fidelity.measure(odev, obinary, oremotes["fp32"], FP32, CPU, 1, s, ref,
                               tmp_path / "w3", run_id="sim", timeout_s=60)

@@ -15,7 +15,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import adbutils
 import pytest
 import yaml
 
@@ -65,8 +64,7 @@ def pwned_files(handle: SimHandle) -> list[str]:
 
 
 def adb_device(handle: SimHandle) -> AdbDevice:
-    client = adbutils.AdbClient(host="127.0.0.1", port=handle.adb_port)
-    return AdbDevice(client, handle.serial, server=f"127.0.0.1:{handle.adb_port}")
+    return handle.farm_device()  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- the device layer

@@ -510,9 +510,11 @@ def test_input_flag_errors_fail_the_run(make_phone, tiny: dict[str, bytes], args
 
 
 def test_numerics_in_profiles_are_validated() -> None:
+    from pathlib import Path
+
     import yaml
 
-    data = yaml.safe_load(open(load_profile("flagship").source_file, encoding="utf-8"))
+    data = yaml.safe_load(Path(load_profile("flagship").source_file).read_text(encoding="utf-8"))
     assert load_profile("flagship").numeric_behaviour("nnapi", "int8", fp16_allowed=True) \
         == "corrupt"
     mid = load_profile("midrange")

@@ -115,28 +115,27 @@ def test_closed_loop_gate_waits_only_as_long_as_needed(sim_fleet, tmp_path: Path
                                                          cache_dir=tmp_path / "c"),
                                  cooldown_delta_c=3.0, cooldown_timeout_s=600,
                                  gate_poll_s=0.1)
-    store = Store(tmp_path / "db.sqlite")
-    w = runner.DeviceWorker(target, run_id="r", store=store, params=plan.sweep.params,
-                            delegates=plan.delegates, variants={},
-                            progress=runner._Progress(1, lambda e: None),
-                            stop=threading.Event())
-    w.stage([])
-    # a cool phone passes at once
-    waited, reason, _ = w.wait_cool()
-    assert reason == "cool" and waited < 2.0
-    # heat it, then time the gate against the model's cooling curve
-    thermal = handle.phone.thermal
-    spec = load_profile("midrange").thermal
-    base_soc = w.baseline.temp_c - 0.5  # BIG zone = SoC + 0.5 °C
-    idle_soc = spec.ambient_c + spec.idle_power_w / spec.cooling_w_per_c
-    thermal.set_temperature(46.0)
-    waited, reason, probe = w.wait_cool()
-    assert reason == "cool"
-    assert probe.max_temp_c <= w.baseline.temp_c + 3.0
-    # T(t) = idle + (T0 - idle) exp(-t G / C), until T = baseline + delta
-    tau = spec.heat_capacity_j_per_c / spec.cooling_w_per_c
-    truth_sim_s = tau * math.log((46.0 - idle_soc) / (base_soc + 3.0 - idle_soc))
-    waited_sim_s = waited * scale
-    poll_sim_s = 0.1 * scale
-    assert truth_sim_s - poll_sim_s <= waited_sim_s <= truth_sim_s * 1.1 + 3 * poll_sim_s
-    store.close()
+    with Store(tmp_path / "db.sqlite") as store:
+        w = runner.DeviceWorker(target, run_id="r", store=store, params=plan.sweep.params,
+                                delegates=plan.delegates, variants={},
+                                progress=runner._Progress(1, lambda e: None),
+                                stop=threading.Event())
+        w.stage([])
+        # a cool phone passes at once
+        waited, reason, _ = w.wait_cool()
+        assert reason == "cool" and waited < 2.0
+        # heat it, then time the gate against the model's cooling curve
+        thermal = handle.phone.thermal
+        spec = load_profile("midrange").thermal
+        base_soc = w.baseline.temp_c - 0.5  # BIG zone = SoC + 0.5 °C
+        idle_soc = spec.ambient_c + spec.idle_power_w / spec.cooling_w_per_c
+        thermal.set_temperature(46.0)
+        waited, reason, probe = w.wait_cool()
+        assert reason == "cool"
+        assert probe.max_temp_c <= w.baseline.temp_c + 3.0
+        # T(t) = idle + (T0 - idle) exp(-t G / C), until T = baseline + delta
+        tau = spec.heat_capacity_j_per_c / spec.cooling_w_per_c
+        truth_sim_s = tau * math.log((46.0 - idle_soc) / (base_soc + 3.0 - idle_soc))
+        waited_sim_s = waited * scale
+        poll_sim_s = 0.1 * scale
+        assert truth_sim_s - poll_sim_s <= waited_sim_s <= truth_sim_s * 1.1 + 3 * poll_sim_s
