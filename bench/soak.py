@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from farm import api  # noqa: E402 - after the path fix above
+from bench.common import git_sha  # noqa: E402 - after the path fix above
+from farm import api  # noqa: E402
 from farm.errors import FarmError  # noqa: E402
 from farm.sim import control  # noqa: E402
 
@@ -303,7 +304,7 @@ def markdown(args: argparse.Namespace, counts: Counts, stats: Any, chaos: Chaos,
         "## soak",
         "",
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()} "
-        f"({os.cpu_count()} CPUs, Python {platform.python_version()}); "
+        f"({os.cpu_count()} CPUs, Python {platform.python_version()}, farm {git_sha()}); "
         f"`python bench/soak.py --phones {args.phones} --minutes {args.minutes:g} "
         f"--servers {args.servers} --time-scale {args.time_scale:g} --seed {args.seed}`",
         "",
